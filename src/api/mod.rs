@@ -1,0 +1,56 @@
+//! The public API of rollguard: the `ModelDeployment` and `RollbackPolicy` custom resources
+//! (group `rollguard.dev`, version `v1alpha1`) and the annotations of the kubectl interface.
+//!
+//! This module is the only place the API is defined; `rollguard crd` prints the CRDs generated
+//! from these types and `crds/` holds that output.
+
+pub mod common;
+pub mod model_deployment;
+pub mod rollback_policy;
+
+pub use common::*;
+pub use model_deployment::*;
+pub use rollback_policy::*;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// The API group of every rollguard resource.
+pub const GROUP: &str = "rollguard.dev";
+/// The API version served and stored.
+pub const VERSION: &str = "v1alpha1";
+
+/// Annotations that a person puts on a ModelDeployment with `kubectl annotate`.
+pub mod annotations {
+    /// `previous`, a revision number, or `version:<label>`: roll back now.
+    pub const ROLLBACK_TO: &str = "rollguard.dev/rollback-to";
+    /// `true` (leave the current pause) or `full` (skip all remaining steps).
+    pub const PROMOTE: &str = "rollguard.dev/promote";
+    /// `true`: stop the rollout, all traffic to stable.
+    pub const ABORT: &str = "rollguard.dev/abort";
+    /// `true`: retry a rolled-back revision that the spec still names.
+    pub const RETRY: &str = "rollguard.dev/retry";
+}
+
+/// Labels that rollguard puts on the objects it owns.
+pub mod labels {
+    /// The name of the owning ModelDeployment.
+    pub const MODEL_DEPLOYMENT: &str = "rollguard.dev/model-deployment";
+    /// The revision number, as a decimal string.
+    pub const REVISION: &str = "rollguard.dev/revision";
+}
+
+/// Every CRD of the API, in a stable order.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![ModelDeployment::crd(), RollbackPolicy::crd()]
+}
+
+/// The CRDs as multi-document YAML, exactly as committed in `crds/`.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
+}

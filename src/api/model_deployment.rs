@@ -1,0 +1,517 @@
+//! The `ModelDeployment` custom resource: a model server and how to roll it out.
+
+// Several `printcolumn(...)` in one `#[kube]` attribute repeat `type_ = ...` by design.
+#![allow(clippy::duplicated_attributes)]
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Duration, LocalObjectReference};
+
+/// A model server (vLLM, SGLang, TGI...) that rollguard rolls out revision by revision and
+/// rolls back when a revision misbehaves.
+///
+/// Every change of `model`, `template` or `port` is a new revision with its own Deployment
+/// `<name>-r<N>`. Traffic reaches revisions through the Services `<name>` (stable) and
+/// `<name>-canary`, and through the traffic-split object named in `trafficRouting`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "rollguard.dev",
+    version = "v1alpha1",
+    kind = "ModelDeployment",
+    plural = "modeldeployments",
+    shortname = "md",
+    category = "rollguard",
+    namespaced,
+    status = "ModelDeploymentStatus",
+    derive = "PartialEq",
+    doc = "A model server that rollguard rolls out safely and rolls back fast.",
+    printcolumn(name = "Model", type_ = "string", json_path = ".spec.model.name"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".spec.model.version"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Stable", type_ = "integer", json_path = ".status.stableRevision"),
+    printcolumn(name = "Canary", type_ = "integer", json_path = ".status.canaryRevision"),
+    printcolumn(name = "Weight", type_ = "integer", json_path = ".status.canaryWeight"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.strategy) || !has(self.strategy.canary) || has(self.trafficRouting)")
+        .message("spec.trafficRouting is required when spec.strategy.canary is set")
+        .field_path(".trafficRouting")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.warmRevisions) || self.warmRevisions <= (has(self.revisionHistoryLimit) ? self.revisionHistoryLimit : 3)")
+        .message("spec.warmRevisions must not exceed spec.revisionHistoryLimit")
+        .field_path(".warmRevisions")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentSpec {
+    /// The model this server serves. A change here is a new revision.
+    pub model: ModelSpec,
+
+    /// Number of model server pods of each live revision. Defaults to 1.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+
+    /// The port the model server listens on; the Services route to it. Defaults to 8000.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// The pod template of the model server (a core/v1 PodTemplateSpec). rollguard adds the
+    /// labels `rollguard.dev/model-deployment` and `rollguard.dev/revision` and the env vars
+    /// `MODEL_NAME`, `MODEL_VERSION` and `MODEL_URI`. A change here is a new revision.
+    #[schemars(schema_with = "pod_template_schema")]
+    pub template: PodTemplateSpec,
+
+    /// How a new revision replaces the stable one: exactly one of `canary` or `blueGreen`.
+    /// Defaults to `blueGreen: {autoPromote: true}`.
+    #[serde(default)]
+    pub strategy: Strategy,
+
+    /// The traffic-split object that canary weights are written to: exactly one router.
+    /// Required by the canary strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_routing: Option<TrafficRouting>,
+
+    /// The RollbackPolicy (same namespace) that judges this model server's revisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_policy_ref: Option<LocalObjectReference>,
+
+    /// How many revisions are kept restorable (1..50). Defaults to 3.
+    #[serde(default = "default_revision_history_limit")]
+    #[schemars(range(min = 1, max = 50))]
+    pub revision_history_limit: i32,
+
+    /// How many previous revisions are kept running, ready for an instant rollback
+    /// (0..revisionHistoryLimit). Defaults to 1.
+    #[serde(default = "default_warm_revisions")]
+    #[schemars(range(min = 0, max = 50))]
+    pub warm_revisions: i32,
+
+    /// Seconds a new revision has to become Available before it is rolled back
+    /// (at least 30). Defaults to 1800.
+    #[serde(default = "default_progress_deadline_seconds")]
+    #[schemars(range(min = 30))]
+    pub progress_deadline_seconds: i32,
+
+    /// Stops the rollout where it is: no step advances while true. Rollbacks still happen.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+fn default_port() -> i32 {
+    8000
+}
+fn default_revision_history_limit() -> i32 {
+    3
+}
+fn default_warm_revisions() -> i32 {
+    1
+}
+fn default_progress_deadline_seconds() -> i32 {
+    1800
+}
+
+/// The model a revision serves.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// The served model name, as clients ask for it (for example `llama-3.1-8b-instruct`).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// A human version label (1..63 characters), shown in status and usable in
+    /// `rollguard.dev/rollback-to: version:<label>`.
+    #[schemars(length(min = 1, max = 63))]
+    pub version: String,
+
+    /// Where the weights come from (for example `hf://meta-llama/Llama-3.1-8B-Instruct`).
+    /// Passed to the server as `MODEL_URI`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub uri: Option<String>,
+}
+
+/// The rollout strategy: exactly one of `canary` or `blueGreen`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.canary) != has(self.blueGreen)")
+    .message("spec.strategy must set exactly one of canary or blueGreen"))]
+#[serde(rename_all = "camelCase")]
+pub struct Strategy {
+    /// Shift traffic to the new revision step by step on the traffic-split object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStrategy>,
+
+    /// Bring the new revision up beside the stable one, then switch all traffic at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<BlueGreenStrategy>,
+}
+
+impl Default for Strategy {
+    fn default() -> Self {
+        Strategy {
+            canary: None,
+            blue_green: Some(BlueGreenStrategy { auto_promote: true }),
+        }
+    }
+}
+
+/// Canary steps, run in order.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStrategy {
+    /// The steps, in order (at least one, at most 64). Each is exactly one of `setWeight`
+    /// or `pause`.
+    #[schemars(length(min = 1, max = 64))]
+    pub steps: Vec<CanaryStep>,
+}
+
+/// One canary step: exactly one of `setWeight` or `pause`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.setWeight) != has(self.pause)")
+    .message("each spec.strategy.canary.steps entry must set exactly one of setWeight or pause"))]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStep {
+    /// Percent of traffic (0..100) sent to the canary revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub set_weight: Option<i32>,
+
+    /// Wait: for `duration`, or without one until the `rollguard.dev/promote` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseStep>,
+}
+
+/// A pause between canary steps.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseStep {
+    /// How long to wait (Go duration such as `5m`). Without it, wait for the
+    /// `rollguard.dev/promote` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Duration>,
+}
+
+/// Blue/green: the new revision comes up beside the stable one, then takes all traffic.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlueGreenStrategy {
+    /// Switch traffic as soon as the new revision is Available. When false, wait for the
+    /// `rollguard.dev/promote` annotation. Defaults to true.
+    #[serde(default = "default_true")]
+    pub auto_promote: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The traffic-split object of the cluster: exactly one router.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("(has(self.gatewayAPI) ? 1 : 0) + (has(self.smi) ? 1 : 0) + (has(self.istio) ? 1 : 0) == 1")
+    .message("spec.trafficRouting must set exactly one of gatewayAPI, smi or istio"))]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficRouting {
+    /// A Gateway API HTTPRoute (`gateway.networking.k8s.io/v1`) whose backendRefs name the
+    /// Services `<name>` and `<name>-canary`.
+    #[serde(default, rename = "gatewayAPI", skip_serializing_if = "Option::is_none")]
+    pub gateway_api: Option<GatewayApiRouting>,
+
+    /// An SMI TrafficSplit (`split.smi-spec.io`) whose backends are the Services `<name>`
+    /// and `<name>-canary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smi: Option<SmiRouting>,
+
+    /// An Istio VirtualService (`networking.istio.io`) whose HTTP routes have destinations
+    /// `<name>` and `<name>-canary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub istio: Option<IstioRouting>,
+}
+
+/// Gateway API routing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayApiRouting {
+    /// Name of the HTTPRoute in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub http_route: String,
+}
+
+/// SMI routing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SmiRouting {
+    /// Name of the TrafficSplit in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub traffic_split: String,
+}
+
+/// Istio routing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioRouting {
+    /// Name of the VirtualService in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub virtual_service: String,
+
+    /// Names of the HTTP routes to weight. Empty means every HTTP route that has the
+    /// stable and canary Services as destinations.
+    #[serde(default)]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 253)))]
+    pub routes: Vec<String>,
+}
+
+/// The schema of `spec.template`: the real core/v1 PodTemplateSpec schema, with its
+/// upstream descriptions left out so the CRD stays small enough for client-side
+/// `kubectl apply` (whose last-applied annotation is limited to 256 KiB).
+fn pod_template_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut value = generator.subschema_for::<PodTemplateSpec>().to_value();
+    strip_descriptions(&mut value);
+    let mut schema = schemars::Schema::try_from(value).unwrap_or_default();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.insert(
+            "description".into(),
+            "The pod template of the model server (a core/v1 PodTemplateSpec). rollguard adds \
+             the labels `rollguard.dev/model-deployment` and `rollguard.dev/revision` and the \
+             env vars `MODEL_NAME`, `MODEL_VERSION` and `MODEL_URI`. A change here is a new \
+             revision."
+                .into(),
+        );
+    }
+    schema
+}
+
+/// Removes `description` from a schema and all its subschemas, leaving properties that
+/// happen to be named `description` alone.
+fn strip_descriptions(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if matches!(map.get("description"), Some(serde_json::Value::String(_))) {
+                map.remove("description");
+            }
+            for (key, child) in map.iter_mut() {
+                if key == "properties" {
+                    if let serde_json::Value::Object(props) = child {
+                        props.values_mut().for_each(strip_descriptions);
+                    }
+                } else {
+                    strip_descriptions(child);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_descriptions),
+        _ => {}
+    }
+}
+
+/// What the operator observed and did. Written only by rollguard.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentStatus {
+    /// The `metadata.generation` that this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Progressing, Paused, Healthy, RollingBack or Degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// A sentence on what is happening, for `kubectl describe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+
+    /// The revision the spec asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_revision: Option<i64>,
+
+    /// The revision that serves (most) traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision: Option<i64>,
+
+    /// The revision being rolled out, while there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_revision: Option<i64>,
+
+    /// Percent of traffic on the canary revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_weight: Option<i32>,
+
+    /// Index of the canary step being run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step_index: Option<i32>,
+
+    /// Revisions, newest first: at most revisionHistoryLimit, plus the live ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RevisionRecord>,
+
+    /// The post-mortem record of the latest rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rollback: Option<RollbackRecord>,
+
+    /// The latest evaluation of each trigger of the RollbackPolicy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis: Vec<TriggerAnalysis>,
+
+    /// Ready, Reconciling, Stalled (kstatus) and MetricsAvailable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// The phase of a ModelDeployment.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Phase {
+    /// A new revision is being rolled out.
+    Progressing,
+    /// The rollout waits: `spec.paused`, or a pause step without a duration.
+    Paused,
+    /// The revision the spec asks for serves all traffic.
+    Healthy,
+    /// Traffic is moving back to an earlier revision.
+    RollingBack,
+    /// The revision the spec asks for was rolled back and is not served.
+    Degraded,
+}
+
+/// One revision of a ModelDeployment.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionRecord {
+    /// The revision number: 1, 2, 3... never reused.
+    pub revision: i64,
+    /// `spec.model.version` of this revision.
+    pub version: String,
+    /// `spec.model.uri` of this revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_uri: Option<String>,
+    /// Hash of the canonical JSON of model, template and port.
+    pub hash: String,
+    /// The Deployment that runs it, `<name>-r<N>`.
+    pub deployment: String,
+    /// Progressing, Stable, Superseded, RolledBack or Failed.
+    pub phase: RevisionPhase,
+    /// When the revision was first seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Time>,
+    /// When it last became stable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_at: Option<Time>,
+    /// When it was last rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_at: Option<Time>,
+    /// Why it is in its phase, for the post-mortem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The phase of one revision.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum RevisionPhase {
+    /// Being rolled out.
+    Progressing,
+    /// Serving as the stable revision.
+    Stable,
+    /// Replaced by a newer stable revision.
+    Superseded,
+    /// Rolled back; not deployed again until the spec changes or `retry` is annotated.
+    RolledBack,
+    /// Never became Available within the progress deadline.
+    Failed,
+}
+
+/// The post-mortem record of a rollback.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackRecord {
+    /// The revision traffic left.
+    pub from_revision: i64,
+    /// The revision traffic returned to.
+    pub to_revision: i64,
+    /// What started it: Manual, Metric, ProgressDeadline or Drill.
+    pub trigger: RollbackTrigger,
+    /// The trigger's name (a RollbackPolicy trigger, or the annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_name: Option<String>,
+    /// The observed value that breached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// The threshold it breached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// Instant or Gradual.
+    pub mode: RollbackMode,
+    /// When the rollback started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When all traffic was back on the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// Whether the restored revision stayed healthy for the verification window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+}
+
+/// What started a rollback.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum RollbackTrigger {
+    /// A person: the `rollguard.dev/rollback-to` or `abort` annotation.
+    Manual,
+    /// A Critical trigger of the RollbackPolicy.
+    Metric,
+    /// The revision was not Available within `progressDeadlineSeconds`.
+    ProgressDeadline,
+    /// A rehearsal.
+    Drill,
+}
+
+/// How a rollback moves traffic.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum RollbackMode {
+    /// In one write.
+    #[default]
+    Instant,
+    /// Down the policy's gradual steps.
+    Gradual,
+}
+
+/// The result of checking a restored revision after a rollback.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Verification {
+    /// The verification window has not ended.
+    Pending,
+    /// The restored revision stayed healthy.
+    Passed,
+    /// A trigger breached on the restored revision.
+    Failed,
+}
+
+/// The latest evaluation of one trigger.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerAnalysis {
+    /// The trigger's name.
+    pub trigger: String,
+    /// The revision it was evaluated on.
+    pub revision: i64,
+    /// The value the query returned; absent when there was no data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Whether the value breached the threshold.
+    pub breached: bool,
+    /// Breaches in a row.
+    #[serde(default)]
+    pub consecutive_breaches: i32,
+    /// When it was last evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_evaluated_at: Option<Time>,
+    /// When it last fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fired_at: Option<Time>,
+}

@@ -1,0 +1,98 @@
+//! The imperative shell: watches, reconcilers and the run loop.
+
+pub mod error;
+pub mod model_deployment;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+
+use crate::api::ModelDeployment;
+pub use error::Error;
+
+/// The field manager of every write rollguard makes.
+pub const FIELD_MANAGER: &str = "rollguard";
+
+/// Operator settings from the command line.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// Watch only this namespace; all namespaces when None.
+    pub namespace: Option<String>,
+}
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<ModelDeployment>, u32>>,
+}
+
+impl Context {
+    /// A context around a client.
+    pub fn new(client: Client) -> Self {
+        Context {
+            client,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records a failure of `obj` and returns the delay before its next attempt:
+    /// 1s, 2s, 4s... capped at 5 minutes.
+    pub fn record_failure(&self, obj: ObjectRef<ModelDeployment>) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(obj).or_insert(0);
+        *n = n.saturating_add(1);
+        backoff(*n)
+    }
+
+    /// Forgets the failures of `obj` after a successful reconcile.
+    pub fn record_success(&self, obj: &ObjectRef<ModelDeployment>) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(obj);
+    }
+}
+
+/// The delay after the `n`th failure in a row (n >= 1): `2^(n-1)` seconds, at most 300.
+///
+/// ```
+/// use rollguard::controller::backoff;
+/// use std::time::Duration;
+/// assert_eq!(backoff(1), Duration::from_secs(1));
+/// assert_eq!(backoff(4), Duration::from_secs(8));
+/// assert_eq!(backoff(40), Duration::from_secs(300));
+/// ```
+pub fn backoff(n: u32) -> Duration {
+    let exp = n.saturating_sub(1).min(16);
+    Duration::from_secs((1u64 << exp).min(300))
+}
+
+/// Runs the operator until SIGTERM or SIGINT, then returns after in-flight reconciles end.
+pub async fn run(client: Client, config: Config) {
+    let api: Api<ModelDeployment> = match &config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let ctx = Arc::new(Context::new(client));
+    tracing::info!(
+        namespace = config.namespace.as_deref().unwrap_or("<all>"),
+        "rollguard operator starting"
+    );
+    Controller::new(api, watcher::Config::default())
+        .shutdown_on_signal()
+        .run(model_deployment::reconcile, model_deployment::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                Err(err) => tracing::warn!(error = %err, "reconcile failed"),
+            }
+        })
+        .await;
+    tracing::info!("rollguard operator stopped");
+}

@@ -1,0 +1,71 @@
+//! The `rollguard` command: `rollguard run` runs the operator, `rollguard crd` prints the CRDs.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rollguard::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "rollguard",
+    version,
+    about = "Rolls LLM model servers out safely and rolls them back fast"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator (kubeconfig from KUBECONFIG or ~/.kube/config, else in-cluster).
+    Run {
+        /// Watch only this namespace (default: all namespaces).
+        #[arg(long, env = "ROLLGUARD_NAMESPACE")]
+        namespace: Option<String>,
+        /// Log format.
+        #[arg(long, value_enum, default_value = "text", env = "ROLLGUARD_LOG_FORMAT")]
+        log_format: LogFormat,
+    },
+    /// Print every CRD as multi-document YAML.
+    Crd,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => match rollguard::api::crds_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: cannot render the CRDs: {err}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { namespace, log_format } => {
+            telemetry::init(log_format);
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(err) => {
+                    eprintln!("error: cannot start the async runtime: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(run(namespace))
+        }
+    }
+}
+
+async fn run(namespace: Option<String>) -> ExitCode {
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot build a Kubernetes client from kubeconfig or in-cluster config");
+            return ExitCode::FAILURE;
+        }
+    };
+    rollguard::controller::run(client, rollguard::controller::Config { namespace }).await;
+    ExitCode::SUCCESS
+}
