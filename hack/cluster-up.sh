@@ -80,4 +80,6 @@ for _ in $(seq 1 60); do
   kubectl get serviceaccount default -n default >/dev/null 2>&1 && break
   sleep 1
 done
-log "ready: export KUBECONFIG=$KUBECONFIG_OUT"
+# The binaries beside the state, so a person can use this kubectl: export PATH=.local-cluster/bin:$PATH
+ln -sfn "$BIN_DIR" "$STATE/bin"
+log "ready: export KUBECONFIG=$KUBECONFIG_OUT PATH=$STATE/bin:\$PATH"

@@ -42,7 +42,6 @@ use super::model_deployment::RollbackMode;
     validation = Rule::new("!has(self.triggers) || self.triggers.all(t, self.triggers.exists_one(u, u.name == t.name))")
         .message("spec.triggers names must be unique")
         .field_path(".triggers")
-        .reason(Reason::FieldValueDuplicate)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RollbackPolicySpec {

@@ -1,0 +1,35 @@
+# rollguard: the README's two commands are `make demo` and `make test`.
+SHELL := /usr/bin/env bash
+
+.PHONY: demo test build crds crd-check cluster-up cluster-down control-plane
+
+## demo: start the local control plane, install the CRDs and examples, run the operator
+demo:
+	bash hack/demo.sh
+
+## test: fmt, clippy, CRD drift check and all tests against the local control plane
+test:
+	bash hack/test.sh
+
+build:
+	cargo build
+
+## crds: regenerate crds/ from the Rust types
+crds:
+	cargo run --quiet -- crd > crds/rollguard.yaml
+
+## crd-check: fail when crds/ differs from the Rust types
+crd-check:
+	cargo run --quiet -- crd | diff -u crds/rollguard.yaml -
+
+## control-plane: build (or reuse) the control-plane binaries in ~/.cache/rollguard
+control-plane:
+	bash hack/build-control-plane.sh
+
+## cluster-up: start the local control plane (idempotent); kubeconfig in .local-cluster/kubeconfig
+cluster-up:
+	bash hack/cluster-up.sh
+
+## cluster-down: stop the local control plane and remove its state
+cluster-down:
+	bash hack/cluster-down.sh

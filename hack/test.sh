@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# `make test`: formatting, lints, the CRD drift check, and every test, unit tests and the
+# tests against the local control plane. Starts the control plane when it is not running
+# and stops it afterwards, even when something fails.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+START=$SECONDS
+step() { echo "==> $* ($((SECONDS - START))s)" >&2; }
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: Rust is not installed; install it with rustup (https://rustup.rs) and retry." >&2
+  exit 1
+fi
+
+STARTED_CLUSTER=0
+cleanup() {
+  local rc=$?
+  if [[ $STARTED_CLUSTER == 1 ]]; then
+    step "stopping the local control plane"
+    bash "$ROOT/hack/cluster-down.sh" || true
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+
+if [[ -f .local-cluster/kubeconfig ]] && .local-cluster/bin/kubectl --kubeconfig .local-cluster/kubeconfig get --raw /readyz >/dev/null 2>&1; then
+  step "using the running local control plane"
+else
+  STARTED_CLUSTER=1
+  step "building (cached) and starting the local control plane"
+  bash "$ROOT/hack/cluster-up.sh"
+fi
+BIN_DIR=$(readlink -f .local-cluster/bin)
+
+step "cargo fmt --check"
+cargo fmt --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+step "CRD drift check (crds/ against rollguard crd)"
+cargo build --quiet
+if ! ./target/debug/rollguard crd | diff -u crds/rollguard.yaml -; then
+  echo "error: crds/ is out of date: run 'make crds' and commit the result" >&2
+  exit 1
+fi
+
+step "cargo test"
+ROLLGUARD_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" ROLLGUARD_KUBECTL="$BIN_DIR/kubectl" \
+  cargo test --all-targets
+step "cargo test --doc"
+cargo test --doc
+step "done"
