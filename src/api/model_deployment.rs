@@ -29,6 +29,8 @@ use super::common::{Duration, LocalObjectReference};
     status = "ModelDeploymentStatus",
     derive = "PartialEq",
     doc = "A model server that rollguard rolls out safely and rolls back fast.",
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 56")
+        .message("metadata.name must be a DNS label of at most 56 characters (lowercase letters, digits and '-', starting with a letter), so that the Service <name>-canary is valid"),
     printcolumn(name = "Model", type_ = "string", json_path = ".spec.model.name"),
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.model.version"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
@@ -127,9 +129,14 @@ pub struct ModelSpec {
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
 
-    /// A human version label (1..63 characters), shown in status and usable in
-    /// `rollguard.dev/rollback-to: version:<label>`.
-    #[schemars(length(min = 1, max = 63))]
+    /// A human version label, shown in status and usable in
+    /// `rollguard.dev/rollback-to: version:<label>`. It has the syntax of a Kubernetes label
+    /// value (1..63 characters: letters, digits, `-`, `_`, `.`, starting and ending with a
+    /// letter or digit), so revisions are listable by version with a label selector.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+    )]
     pub version: String,
 
     /// Where the weights come from (for example `hf://meta-llama/Llama-3.1-8B-Instruct`).
