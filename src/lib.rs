@@ -9,5 +9,6 @@
 pub mod api;
 pub mod conditions;
 pub mod controller;
+pub mod plan;
 pub mod revision;
 pub mod telemetry;

@@ -23,6 +23,9 @@ enum Command {
         /// Watch only this namespace (default: all namespaces).
         #[arg(long, env = "ROLLGUARD_NAMESPACE")]
         namespace: Option<String>,
+        /// Seconds between resyncs of every ModelDeployment without any event.
+        #[arg(long, default_value_t = 300, env = "ROLLGUARD_RESYNC_SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+        resync_seconds: u64,
         /// Log format.
         #[arg(long, value_enum, default_value = "text", env = "ROLLGUARD_LOG_FORMAT")]
         log_format: LogFormat,
@@ -44,7 +47,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { namespace, log_format } => {
+        Command::Run {
+            namespace,
+            resync_seconds,
+            log_format,
+        } => {
             telemetry::init(log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -53,12 +60,15 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime.block_on(run(namespace))
+            runtime.block_on(run(rollguard::controller::Config {
+                namespace,
+                resync: std::time::Duration::from_secs(resync_seconds),
+            }))
         }
     }
 }
 
-async fn run(namespace: Option<String>) -> ExitCode {
+async fn run(config: rollguard::controller::Config) -> ExitCode {
     let client = match kube::Client::try_default().await {
         Ok(client) => client,
         Err(err) => {
@@ -66,6 +76,6 @@ async fn run(namespace: Option<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rollguard::controller::run(client, rollguard::controller::Config { namespace }).await;
+    rollguard::controller::run(client, config).await;
     ExitCode::SUCCESS
 }

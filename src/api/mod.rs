@@ -38,6 +38,17 @@ pub mod labels {
     pub const MODEL_DEPLOYMENT: &str = "rollguard.dev/model-deployment";
     /// The revision number, as a decimal string.
     pub const REVISION: &str = "rollguard.dev/revision";
+    /// `spec.model.version` of the revision (on its ControllerRevision).
+    pub const VERSION: &str = "rollguard.dev/version";
+}
+
+/// Annotations that rollguard puts on the objects it owns.
+pub mod owned_annotations {
+    /// The revision hash (ControllerRevision, Deployment).
+    pub const HASH: &str = "rollguard.dev/hash";
+    /// When the current rollout of a revision started (Deployment); the progress deadline
+    /// counts from here.
+    pub const PROGRESS_STARTED_AT: &str = "rollguard.dev/progress-started-at";
 }
 
 /// Every CRD of the API, in a stable order.

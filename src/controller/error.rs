@@ -5,21 +5,49 @@ use thiserror::Error;
 /// A failed reconcile step.
 #[derive(Debug, Error)]
 pub enum Error {
-    /// The object has no namespace although the resource is namespaced.
+    /// The object lacks a field the API server always sets.
     #[error("object has no {0}")]
     MissingObjectKey(&'static str),
 
+    /// Listing the ControllerRevisions of a ModelDeployment failed.
+    #[error("failed to list ControllerRevisions of {0}")]
+    ListRevisions(String, #[source] kube::Error),
+
+    /// Listing the Deployments of a ModelDeployment failed.
+    #[error("failed to list Deployments of {0}")]
+    ListDeployments(String, #[source] kube::Error),
+
+    /// Reading a Service failed.
+    #[error("failed to read Service {0}")]
+    GetService(String, #[source] kube::Error),
+
+    /// Creating the ControllerRevision of a new revision failed.
+    #[error("failed to create ControllerRevision {0}")]
+    CreateRevision(String, #[source] kube::Error),
+
+    /// A ControllerRevision of that number exists with another hash (a concurrent writer).
+    #[error("ControllerRevision {0} exists with another hash; will number the revision again")]
+    RevisionConflict(String),
+
+    /// Applying a Deployment failed.
+    #[error("failed to apply Deployment {0}")]
+    ApplyDeployment(String, #[source] kube::Error),
+
+    /// Applying a Service failed.
+    #[error("failed to apply Service {0}")]
+    ApplyService(String, #[source] kube::Error),
+
+    /// Deleting a pruned object failed.
+    #[error("failed to delete {0}")]
+    Prune(String, #[source] kube::Error),
+
     /// Writing the status of a ModelDeployment failed.
-    #[error("failed to patch status of ModelDeployment {namespace}/{name}")]
-    StatusPatchFailed {
-        /// Namespace of the object.
-        namespace: String,
-        /// Name of the object.
-        name: String,
-        /// The API error.
-        #[source]
-        source: kube::Error,
-    },
+    #[error("failed to patch status of ModelDeployment {0}")]
+    PatchStatus(String, #[source] kube::Error),
+
+    /// Removing a handled annotation failed.
+    #[error("failed to remove annotation {1} from ModelDeployment {0}")]
+    ConsumeAnnotation(String, &'static str, #[source] kube::Error),
 }
 
 impl Error {
@@ -27,7 +55,16 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::MissingObjectKey(_) => "MissingObjectKey",
-            Error::StatusPatchFailed { .. } => "StatusPatchFailed",
+            Error::ListRevisions(..) => "ListRevisionsFailed",
+            Error::ListDeployments(..) => "ListDeploymentsFailed",
+            Error::GetService(..) => "GetServiceFailed",
+            Error::CreateRevision(..) => "CreateRevisionFailed",
+            Error::RevisionConflict(..) => "RevisionConflict",
+            Error::ApplyDeployment(..) => "ApplyDeploymentFailed",
+            Error::ApplyService(..) => "ApplyServiceFailed",
+            Error::Prune(..) => "PruneFailed",
+            Error::PatchStatus(..) => "PatchStatusFailed",
+            Error::ConsumeAnnotation(..) => "ConsumeAnnotationFailed",
         }
     }
 }

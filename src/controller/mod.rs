@@ -1,14 +1,20 @@
 //! The imperative shell: watches, reconcilers and the run loop.
 
+pub mod apply;
 pub mod error;
 pub mod model_deployment;
+pub mod observe;
+pub mod resources;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -20,24 +26,47 @@ pub use error::Error;
 pub const FIELD_MANAGER: &str = "rollguard";
 
 /// Operator settings from the command line.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Config {
     /// Watch only this namespace; all namespaces when None.
     pub namespace: Option<String>,
+    /// How often every ModelDeployment is looked at again without any event.
+    pub resync: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            namespace: None,
+            resync: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Shared state of the reconcilers.
 pub struct Context {
     /// The API client.
     pub client: Client,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// Resync period.
+    pub resync: Duration,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<ModelDeployment>, u32>>,
 }
 
 impl Context {
     /// A context around a client.
-    pub fn new(client: Client) -> Self {
+    pub fn new(client: Client, resync: Duration) -> Self {
+        let reporter = Reporter {
+            controller: "rollguard".into(),
+            instance: std::env::var("POD_NAME")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok()),
+        };
         Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            resync,
             client,
             failures: Mutex::new(HashMap::new()),
         }
@@ -75,16 +104,27 @@ pub fn backoff(n: u32) -> Duration {
 
 /// Runs the operator until SIGTERM or SIGINT, then returns after in-flight reconciles end.
 pub async fn run(client: Client, config: Config) {
-    let api: Api<ModelDeployment> = match &config.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let ctx = Arc::new(Context::new(client));
+    fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let api: Api<ModelDeployment> = scoped(&client, &config.namespace);
+    let deployments: Api<Deployment> = scoped(&client, &config.namespace);
+    let services: Api<Service> = scoped(&client, &config.namespace);
+    let ctx = Arc::new(Context::new(client, config.resync));
     tracing::info!(
         namespace = config.namespace.as_deref().unwrap_or("<all>"),
         "rollguard operator starting"
     );
     Controller::new(api, watcher::Config::default())
+        .owns(deployments, watcher::Config::default())
+        .owns(services, watcher::Config::default())
         .shutdown_on_signal()
         .run(model_deployment::reconcile, model_deployment::error_policy, ctx)
         .for_each(|result| async move {

@@ -1,0 +1,207 @@
+//! Apply: turn a [`Plan`] into server-side-apply writes, writing only what differs.
+
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource};
+
+use super::resources::{self, Owner, canary_service_name, stable_service_name};
+use super::{Error, FIELD_MANAGER};
+use crate::api::ModelDeployment;
+use crate::plan::{Observed, Plan, ServiceTarget};
+use crate::revision::Snapshot;
+
+/// How many writes an apply made (for the idempotence check and logs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Writes(pub u32);
+
+fn ssa() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+fn is_status(err: &kube::Error, code: u16) -> bool {
+    matches!(err, kube::Error::Api(s) if s.code == code)
+}
+
+/// Applies the plan. Order: new revision record, Deployments, Services, pruning, status,
+/// annotations; Events last, after the status write succeeded.
+pub async fn apply(
+    client: &Client,
+    recorder: &Recorder,
+    md: &ModelDeployment,
+    owner: &Owner,
+    observed: &Observed,
+    plan: &Plan,
+) -> Result<Writes, Error> {
+    let ns = &owner.namespace;
+    let mut writes = 0u32;
+
+    if let Some((rev, snapshot)) = &plan.new_revision {
+        let crs: Api<ControllerRevision> = Api::namespaced(client.clone(), ns);
+        let cr = resources::controller_revision(owner, *rev, snapshot);
+        let name = resources::revision_object_name(&owner.name, *rev);
+        match crs.create(&PostParams::default(), &cr).await {
+            Ok(_) => writes += 1,
+            Err(e) if is_status(&e, 409) => {
+                let existing = crs
+                    .get(&name)
+                    .await
+                    .map_err(|e| Error::CreateRevision(name.clone(), e))?;
+                let hash = existing
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(crate::api::owned_annotations::HASH).cloned());
+                if hash.as_deref() != Some(snapshot.hash().as_str()) {
+                    return Err(Error::RevisionConflict(name));
+                }
+            }
+            Err(e) => return Err(Error::CreateRevision(name, e)),
+        }
+    }
+
+    let snapshot_of = |rev: i64| -> Option<&Snapshot> {
+        match &plan.new_revision {
+            Some((n, s)) if *n == rev => Some(s),
+            _ => observed.revisions.iter().find(|r| r.number == rev).map(|r| &r.snapshot),
+        }
+    };
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    for (rev, desired) in &plan.deployments {
+        let current = observed.deployments.get(rev);
+        let differs = match current {
+            None => desired.create,
+            Some(c) => c.replicas != desired.replicas || c.progress_started_at != desired.progress_started_at,
+        };
+        if !differs {
+            continue;
+        }
+        let Some(snapshot) = snapshot_of(*rev) else {
+            tracing::warn!(revision = rev, "no snapshot for revision; cannot build its Deployment");
+            continue;
+        };
+        let d = resources::deployment(owner, *rev, snapshot, desired);
+        let name = resources::revision_object_name(&owner.name, *rev);
+        deploys
+            .patch(&name, &ssa(), &Patch::Apply(&d))
+            .await
+            .map_err(|e| Error::ApplyDeployment(name.clone(), e))?;
+        writes += 1;
+    }
+
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let pairs: [(String, Option<ServiceTarget>, Option<ServiceTarget>); 2] = [
+        (
+            stable_service_name(&owner.name),
+            plan.stable_service,
+            observed.stable_service,
+        ),
+        (
+            canary_service_name(&owner.name),
+            plan.canary_service,
+            observed.canary_service,
+        ),
+    ];
+    for (name, want, have) in pairs {
+        if let Some(target) = want.filter(|w| Some(*w) != have) {
+            let svc = resources::service(owner, &name, target);
+            services
+                .patch(&name, &ssa(), &Patch::Apply(&svc))
+                .await
+                .map_err(|e| Error::ApplyService(name.clone(), e))?;
+            writes += 1;
+        }
+    }
+
+    let crs: Api<ControllerRevision> = Api::namespaced(client.clone(), ns);
+    for rev in &plan.prune {
+        let name = resources::revision_object_name(&owner.name, *rev);
+        if observed.deployments.contains_key(rev) {
+            match deploys.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => writes += 1,
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(Error::Prune(format!("Deployment {name}"), e)),
+            }
+        }
+        if observed.revisions.iter().any(|r| r.number == *rev) {
+            match crs.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => writes += 1,
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(Error::Prune(format!("ControllerRevision {name}"), e)),
+            }
+        }
+    }
+
+    let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), ns);
+    let key = format!("{ns}/{}", owner.name);
+    if md.status.as_ref() != Some(&plan.status) {
+        let patch = serde_json::json!({
+            "apiVersion": "rollguard.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "status": plan.status,
+        });
+        mds.patch_status(&owner.name, &ssa(), &Patch::Apply(&patch))
+            .await
+            .map_err(|e| Error::PatchStatus(key.clone(), e))?;
+        writes += 1;
+    }
+
+    let annotations = md.metadata.annotations.clone().unwrap_or_default();
+    for key_name in &plan.consume {
+        let Some(value) = annotations.get(*key_name) else {
+            continue;
+        };
+        // Remove it only if it still holds the value that was handled: a new request
+        // written meanwhile is kept for the next reconcile.
+        let path = format!(
+            "/metadata/annotations/{}",
+            key_name.replace('~', "~0").replace('/', "~1")
+        );
+        let ops: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            {"op": "test", "path": path, "value": value},
+            {"op": "remove", "path": path},
+        ]))
+        .map_err(|_| Error::MissingObjectKey("a valid annotation path"))?;
+        match mds
+            .patch(&owner.name, &PatchParams::default(), &Patch::<()>::Json(ops))
+            .await
+        {
+            Ok(_) => writes += 1,
+            Err(e) if is_status(&e, 422) || is_status(&e, 404) => {}
+            Err(e) => return Err(Error::ConsumeAnnotation(key.clone(), key_name, e)),
+        }
+    }
+
+    let reference = md.object_ref(&());
+    for ev in &plan.events {
+        let event = Event {
+            type_: if ev.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: ev.reason.to_string(),
+            note: Some(truncate(&ev.note, 1024)),
+            // The recorder folds events with the same reason and action into one series;
+            // the note as action keeps distinct happenings (revision 2, then 3) apart.
+            action: truncate(&ev.note, 128),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, reason = ev.reason, "failed to publish Event");
+        }
+    }
+    Ok(Writes(writes))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}

@@ -1,0 +1,110 @@
+//! Pure planning: `plan(&ModelDeployment, &Observed) -> Plan`. No client in here.
+//!
+//! The controller observes the cluster into an [`Observed`], asks [`plan`] what the world
+//! should look like, and applies the [`Plan`], writing only what differs.
+
+pub mod annotations;
+mod rollout;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::api::ModelDeploymentStatus;
+use crate::revision::Snapshot;
+
+pub use rollout::{ANNOTATION_ACCEPTED, deployment_name, plan};
+
+/// A revision as stored in the cluster (its ControllerRevision).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedRevision {
+    /// Revision number.
+    pub number: i64,
+    /// Its hash.
+    pub hash: String,
+    /// What it is made of.
+    pub snapshot: Snapshot,
+}
+
+/// The Deployment of a revision as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedDeployment {
+    /// `spec.replicas`.
+    pub replicas: i32,
+    /// `status.readyReplicas`.
+    pub ready_replicas: i32,
+    /// Up to date (observedGeneration current, all replicas updated) and all available.
+    pub available: bool,
+    /// When the current rollout of this revision started (its annotation).
+    pub progress_started_at: Option<Timestamp>,
+}
+
+/// What the controller saw for one ModelDeployment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    /// The time of observation.
+    pub now: Timestamp,
+    /// Its ControllerRevisions.
+    pub revisions: Vec<ObservedRevision>,
+    /// Its Deployments, by revision.
+    pub deployments: BTreeMap<i64, ObservedDeployment>,
+    /// The revision the stable Service selects, if the Service exists.
+    pub stable_service: Option<ServiceTarget>,
+    /// The revision the canary Service selects, if the Service exists.
+    pub canary_service: Option<ServiceTarget>,
+}
+
+/// What a Service points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceTarget {
+    /// The selected revision.
+    pub revision: i64,
+    /// The Service port (and target port).
+    pub port: i32,
+}
+
+/// The desired Deployment of a revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredDeployment {
+    /// Replicas.
+    pub replicas: i32,
+    /// Create it (from the revision's snapshot) when it does not exist.
+    pub create: bool,
+    /// The progress clock annotation to carry.
+    pub progress_started_at: Option<Timestamp>,
+}
+
+/// An Event to publish after the status write succeeded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedEvent {
+    /// Warning (true) or Normal.
+    pub warning: bool,
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// What happened.
+    pub note: String,
+}
+
+/// What the world should look like.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// A new revision to record (its ControllerRevision), before anything else.
+    pub new_revision: Option<(i64, Snapshot)>,
+    /// Deployments to ensure, by revision.
+    pub deployments: BTreeMap<i64, DesiredDeployment>,
+    /// Revisions to prune: their Deployment and ControllerRevision are deleted.
+    pub prune: Vec<i64>,
+    /// What the stable Service `<name>` selects (None: leave it absent for now).
+    pub stable_service: Option<ServiceTarget>,
+    /// What the preview Service `<name>-canary` selects.
+    pub canary_service: Option<ServiceTarget>,
+    /// The status.
+    pub status: ModelDeploymentStatus,
+    /// Annotations handled and to be removed.
+    pub consume: Vec<&'static str>,
+    /// Events to publish.
+    pub events: Vec<PlannedEvent>,
+    /// When to look again at the latest (a deadline), besides watch events.
+    pub requeue_after: Option<Duration>,
+}
