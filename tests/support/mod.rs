@@ -253,27 +253,267 @@ pub async fn dynamic_api(client: &Client, manifest: &serde_json::Value, namespac
     )
 }
 
-/// A running `rollguard run`, killed when dropped.
+/// A running `rollguard run`, killed when dropped. Its log goes to a file.
 pub struct Operator {
     pub child: std::process::Child,
+    pub log: PathBuf,
 }
 
 impl Operator {
     /// Starts the operator binary of this build against the local cluster, watching `namespace`.
     pub fn start(namespace: &str) -> Operator {
+        Operator::start_with(namespace, &[])
+    }
+
+    /// Starts it with extra arguments (for example `--resync-seconds 1`).
+    pub fn start_with(namespace: &str, extra: &[&str]) -> Operator {
+        let log = std::env::temp_dir().join(format!(
+            "rollguard-{namespace}-{}.log",
+            NAMESPACE_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = std::fs::File::create(&log).expect("creating the operator log file");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_rollguard"))
             .args(["run", "--namespace", namespace])
+            .args(extra)
             .env("KUBECONFIG", kubeconfig_path())
             .env("RUST_LOG", "warn,rollguard=debug")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
             .spawn()
             .expect("starting the rollguard binary");
-        Operator { child }
+        Operator { child, log }
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- operator log ({}) ----\n{}", self.log.display(), self.log_text());
+        }
+    }
+}
+
+// ----- ModelDeployment helpers ---------------------------------------------------------
+
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
+use k8s_openapi::api::core::v1::Service;
+use rollguard::api::ModelDeployment;
+
+/// A blue/green ModelDeployment `name` serving `version`, with `replicas` pods; `extra` is
+/// merged into the spec (JSON merge semantics, one level deep).
+pub fn model_deployment(name: &str, version: &str, replicas: i32, extra: serde_json::Value) -> ModelDeployment {
+    let mut spec = serde_json::json!({
+        "model": {"name": "llama-3.1-8b-instruct", "version": version, "uri": "hf://meta-llama/Llama-3.1-8B-Instruct"},
+        "replicas": replicas,
+        "template": {"spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.0"}]}},
+        "strategy": {"blueGreen": {"autoPromote": true}},
+        "revisionHistoryLimit": 3,
+        "warmRevisions": 1,
+        "progressDeadlineSeconds": 600
+    });
+    if let (Some(obj), serde_json::Value::Object(extra)) = (spec.as_object_mut(), extra) {
+        obj.extend(extra);
+    }
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "rollguard.dev/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .expect("a valid ModelDeployment")
+}
+
+/// Typed APIs of one test namespace.
+pub struct Apis {
+    pub md: Api<ModelDeployment>,
+    pub deployments: Api<Deployment>,
+    pub services: Api<Service>,
+    pub revisions: Api<ControllerRevision>,
+    pub client: Client,
+    pub namespace: String,
+}
+
+impl Apis {
+    pub fn new(client: &Client, namespace: &str) -> Apis {
+        Apis {
+            md: Api::namespaced(client.clone(), namespace),
+            deployments: Api::namespaced(client.clone(), namespace),
+            services: Api::namespaced(client.clone(), namespace),
+            revisions: Api::namespaced(client.clone(), namespace),
+            client: client.clone(),
+            namespace: namespace.to_string(),
+        }
+    }
+
+    pub async fn create(&self, md: &ModelDeployment) -> ModelDeployment {
+        self.md
+            .create(&PostParams::default(), md)
+            .await
+            .expect("creating the ModelDeployment")
+    }
+
+    /// Merge-patches the spec.
+    pub async fn patch_spec(&self, name: &str, spec: serde_json::Value) {
+        self.md
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": spec})),
+            )
+            .await
+            .expect("patching spec");
+    }
+
+    /// Sets an annotation, as `kubectl annotate --overwrite` does.
+    pub async fn annotate(&self, name: &str, key: &str, value: &str) {
+        let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+        self.md
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .expect("annotating");
+    }
+
+    /// Waits until `pred` holds for the ModelDeployment, and returns it.
+    pub async fn wait_md<F>(&self, name: &str, what: &str, timeout: Duration, pred: F) -> ModelDeployment
+    where
+        F: Fn(&ModelDeployment) -> bool,
+    {
+        let mut last = None;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(md) = self.md.get(name).await {
+                if pred(&md) {
+                    return md;
+                }
+                last = Some(md);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let status = last
+                    .and_then(|m| m.status)
+                    .map(|s| serde_json::to_string_pretty(&s).unwrap_or_default());
+                panic!("timed out after {timeout:?} waiting for {name}: {what}; last status: {status:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the stable revision is `rev` and the phase is Healthy.
+    pub async fn wait_healthy(&self, name: &str, rev: i64) -> ModelDeployment {
+        self.wait_md(
+            name,
+            &format!("Healthy on revision {rev}"),
+            Duration::from_secs(60),
+            |md| {
+                md.status
+                    .as_ref()
+                    .is_some_and(|s| s.stable_revision == Some(rev) && s.phase == Some(rollguard::api::Phase::Healthy))
+            },
+        )
+        .await
+    }
+
+    /// The revision the Service selects.
+    pub async fn service_revision(&self, service: &str) -> Option<i64> {
+        let svc = self.services.get_opt(service).await.expect("reading Service")?;
+        svc.spec?.selector?.get("rollguard.dev/revision")?.parse().ok()
+    }
+
+    /// `spec.replicas` of a Deployment, None when it does not exist.
+    pub async fn deployment_replicas(&self, name: &str) -> Option<i32> {
+        let d = self.deployments.get_opt(name).await.expect("reading Deployment")?;
+        d.spec.replicas
+    }
+
+    /// The Warning Events about a ModelDeployment with the given reason.
+    pub async fn events(&self, name: &str, reason: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        api.list(&Default::default())
+            .await
+            .expect("listing Events")
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .collect()
+    }
+}
+
+/// A fake node of one test, managed by kwok, deleted when dropped.
+pub struct FakeNode {
+    pub name: String,
+}
+
+impl FakeNode {
+    /// Creates a Ready kwok node labelled `rollguard.dev/test-node=<name>`.
+    pub async fn create(client: &Client, name: &str) -> FakeNode {
+        let mut name: String = name.chars().take(60).collect();
+        name = name.trim_end_matches('-').to_string();
+        let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {"type": "kwok", "rollguard.dev/test-node": name, "kubernetes.io/hostname": name}},
+            "status": {"allocatable": {"cpu": "64", "memory": "512Gi", "pods": "250"},
+                       "capacity": {"cpu": "64", "memory": "512Gi", "pods": "250"}}
+        }))
+        .expect("node manifest");
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+        nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .expect("creating the fake node");
+        let ready = wait_for(Duration::from_secs(60), || async {
+            let n = nodes.get(&name).await.ok()?;
+            let ready = n
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            ready.then_some(())
+        })
+        .await;
+        assert!(ready.is_some(), "fake node {name} did not become Ready");
+        FakeNode { name }
+    }
+
+    /// Marks the node unschedulable (or schedulable again).
+    pub async fn cordon(&self, client: &Client, unschedulable: bool) {
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+        let patch = serde_json::json!({"spec": {"unschedulable": unschedulable}});
+        nodes
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .expect("cordoning");
+    }
+}
+
+impl Drop for FakeNode {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let path = kubeconfig_path();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(client) = client_for(&path).await {
+                    let _ = Api::<k8s_openapi::api::core::v1::Node>::all(client)
+                        .delete(&name, &DeleteParams::default())
+                        .await;
+                }
+            });
+        })
+        .join();
     }
 }
