@@ -1,0 +1,101 @@
+//! Benchmark: time from `rollguard.dev/rollback-to=previous` being written to the stable
+//! Service selecting the warm target, over many rollbacks on the local control plane.
+//!
+//! Run with `make bench` (starts the local control plane when it is not running).
+//! `ROLLGUARD_BENCH_ROLLBACKS` sets the number of rollbacks (default 25, at least 20).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+use support::*;
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let runs: usize = std::env::var("ROLLGUARD_BENCH_ROLLBACKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25)
+        .max(20);
+    let cluster = cluster().await;
+    let ns = TestNamespace::create(&cluster.client, "bench-rollback").await;
+    let apis = Apis::new(&cluster.client, &ns.name);
+    let _op = Operator::start(&ns.name);
+
+    apis.create(&model_deployment("chat", "v1", 1, json!({}))).await;
+    apis.wait_healthy("chat", 1).await;
+    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    apis.wait_healthy("chat", 2).await;
+
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..runs {
+        // r2 serves, r1 is warm: wait until its Deployment is Available.
+        let warm = wait_for(Duration::from_secs(60), || async {
+            let d = apis.deployments.get("chat-r1").await.ok()?;
+            let available = d.status?.available_replicas.unwrap_or(0) >= 1 && d.spec.replicas == Some(1);
+            available.then_some(())
+        })
+        .await;
+        assert!(warm.is_some(), "r1 is not warm before rollback {i}");
+
+        let watch = watcher(
+            apis.services.clone(),
+            watcher::Config::default().fields("metadata.name=chat"),
+        )
+        .applied_objects()
+        .boxed();
+        let mut watch = watch.peekable();
+        // The first event is the current state; wait for it so the watch is established.
+        let _ = std::pin::Pin::new(&mut watch).peek().await;
+        let start = Instant::now();
+        apis.annotate("chat", "rollguard.dev/rollback-to", "previous").await;
+        let selected = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(Ok(svc)) = watch.next().await {
+                let rev = svc
+                    .spec
+                    .and_then(|s| s.selector)
+                    .and_then(|s| s.get("rollguard.dev/revision").cloned());
+                if rev.as_deref() == Some("1") {
+                    return Some(start.elapsed());
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("rollback {i}: the stable Service did not select r1 within 30s"));
+        samples.push(selected);
+
+        // Back to r2 for the next round.
+        apis.annotate("chat", "rollguard.dev/retry", "true").await;
+        apis.wait_healthy("chat", 2).await;
+    }
+
+    samples.sort();
+    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+    println!("rollback latency: rollback-to=previous annotation -> stable Service selects the warm revision");
+    println!(
+        "  runs {}  p50 {}  p99 {}  min {}  max {}  mean {}",
+        samples.len(),
+        ms(percentile(&samples, 50.0)),
+        ms(percentile(&samples, 99.0)),
+        ms(samples[0]),
+        ms(samples[samples.len() - 1]),
+        ms(mean)
+    );
+}
