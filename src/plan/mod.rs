@@ -108,3 +108,6 @@ pub struct Plan {
     /// When to look again at the latest (a deadline), besides watch events.
     pub requeue_after: Option<Duration>,
 }
+
+#[cfg(test)]
+mod tests;

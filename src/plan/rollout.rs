@@ -585,9 +585,12 @@ impl<'a> Planner<'a> {
             .take(warm_count)
             .collect();
         let keep: Vec<i64> = live.iter().chain(warm.iter()).copied().collect();
+        // The spec's revision is never pruned either, even when held at 0 replicas: pruning
+        // it would forget that it was rolled back and deploy it again as a new revision.
+        let protected: Vec<i64> = keep.iter().copied().chain(std::iter::once(t)).collect();
         let newest_first: Vec<i64> = self.snapshots.keys().rev().copied().collect();
         let limit = usize::try_from(self.md.spec.revision_history_limit.max(1)).unwrap_or(1);
-        let (_kept, prune) = revision::retain(&newest_first, &keep, limit);
+        let (_kept, prune) = revision::retain(&newest_first, &protected, limit);
         for p in &prune {
             self.history.remove(p);
         }

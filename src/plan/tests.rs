@@ -1,0 +1,428 @@
+//! Unit and property tests of the planner, on a small simulated cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use proptest::prelude::*;
+
+use super::*;
+use crate::api::annotations::{ABORT, PROMOTE, RETRY, ROLLBACK_TO};
+use crate::api::{ModelDeployment, Phase, RevisionPhase, RollbackTrigger};
+
+fn md(version: &str, extra: serde_json::Value) -> ModelDeployment {
+    let mut spec = serde_json::json!({
+        "model": {"name": "llama", "version": version},
+        "replicas": 2, "port": 8000,
+        "template": {"spec": {"containers": [{"name": "s", "image": "vllm"}]}},
+        "strategy": {"blueGreen": {"autoPromote": true}},
+        "revisionHistoryLimit": 3, "warmRevisions": 1, "progressDeadlineSeconds": 600
+    });
+    if let (Some(obj), serde_json::Value::Object(extra)) = (spec.as_object_mut(), extra) {
+        obj.extend(extra);
+    }
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "rollguard.dev/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": "chat", "namespace": "llm", "generation": 1, "uid": "u"}, "spec": spec
+    }))
+    .expect("valid ModelDeployment")
+}
+
+/// A tiny cluster: applies plans the way the controller does, and makes Deployments
+/// Available one step after they are scaled up, unless their revision is blocked.
+struct World {
+    md: ModelDeployment,
+    now: Timestamp,
+    revisions: Vec<ObservedRevision>,
+    deployments: BTreeMap<i64, ObservedDeployment>,
+    stable_service: Option<ServiceTarget>,
+    canary_service: Option<ServiceTarget>,
+    blocked: BTreeSet<i64>,
+    last_plan: Option<Plan>,
+}
+
+impl World {
+    fn new(md: ModelDeployment) -> World {
+        World {
+            md,
+            now: "2026-11-23T00:00:00Z".parse().expect("time"),
+            revisions: Vec::new(),
+            deployments: BTreeMap::new(),
+            stable_service: None,
+            canary_service: None,
+            blocked: BTreeSet::new(),
+            last_plan: None,
+        }
+    }
+
+    fn observed(&self) -> Observed {
+        Observed {
+            now: self.now,
+            revisions: self.revisions.clone(),
+            deployments: self.deployments.clone(),
+            stable_service: self.stable_service,
+            canary_service: self.canary_service,
+        }
+    }
+
+    /// One reconcile, then time passes and pods start.
+    fn step(&mut self) -> Plan {
+        let obs = self.observed();
+        let p = plan(&self.md, &obs);
+        // Invariant: traffic never moves to a revision that is not Available.
+        if let Some(target) = p.stable_service.filter(|t| Some(*t) != obs.stable_service) {
+            let d = obs.deployments.get(&target.revision);
+            assert!(
+                d.is_some_and(|d| d.available),
+                "stable Service moved to r{} which is not Available",
+                target.revision
+            );
+        }
+        if let Some((n, snap)) = &p.new_revision {
+            assert!(
+                self.revisions.iter().all(|r| r.number < *n),
+                "revision numbers increase"
+            );
+            self.revisions.push(ObservedRevision {
+                number: *n,
+                hash: snap.hash(),
+                snapshot: snap.clone(),
+            });
+        }
+        for (rev, want) in &p.deployments {
+            let exists = self.deployments.contains_key(rev);
+            if !exists && !want.create {
+                continue;
+            }
+            let d = self.deployments.entry(*rev).or_insert(ObservedDeployment {
+                replicas: 0,
+                ready_replicas: 0,
+                available: false,
+                progress_started_at: None,
+            });
+            if d.replicas != want.replicas {
+                d.available = want.replicas == 0;
+                d.ready_replicas = 0;
+            }
+            d.replicas = want.replicas;
+            d.progress_started_at = want.progress_started_at;
+        }
+        for rev in &p.prune {
+            self.deployments.remove(rev);
+            self.revisions.retain(|r| r.number != *rev);
+        }
+        self.stable_service = p.stable_service.or(self.stable_service);
+        self.canary_service = p.canary_service.or(self.canary_service);
+        self.md.status = Some(p.status.clone());
+        let annotations = self.md.metadata.annotations.get_or_insert_with(Default::default);
+        for key in &p.consume {
+            annotations.remove(*key);
+        }
+        // Time passes; pods of unblocked revisions become ready.
+        self.now = self.now.checked_add(jiff::SignedDuration::from_secs(5)).expect("time");
+        for (rev, d) in self.deployments.iter_mut() {
+            if d.replicas > 0 && !self.blocked.contains(rev) {
+                d.ready_replicas = d.replicas;
+                d.available = true;
+            }
+        }
+        self.last_plan = Some(p.clone());
+        p
+    }
+
+    fn settle(&mut self) -> Plan {
+        let mut p = self.step();
+        for _ in 0..6 {
+            p = self.step();
+        }
+        p
+    }
+
+    fn set_version(&mut self, version: &str) {
+        self.md.spec.model.version = version.to_string();
+        self.md.metadata.generation = Some(self.md.metadata.generation.unwrap_or(0) + 1);
+    }
+
+    fn annotate(&mut self, key: &str, value: &str) {
+        self.md
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(key.into(), value.into());
+    }
+
+    fn status(&self) -> crate::api::ModelDeploymentStatus {
+        self.md.status.clone().unwrap_or_default()
+    }
+
+    fn phase_of(&self, rev: i64) -> Option<RevisionPhase> {
+        self.status()
+            .history
+            .iter()
+            .find(|h| h.revision == rev)
+            .map(|h| h.phase)
+    }
+}
+
+#[test]
+fn first_revision_is_created_scaled_up_and_promoted_once_available() {
+    let mut w = World::new(md("v1", serde_json::json!({})));
+    let p = w.step();
+    assert_eq!(p.new_revision.as_ref().map(|(n, _)| *n), Some(1));
+    assert_eq!(p.deployments.get(&1).map(|d| (d.replicas, d.create)), Some((2, true)));
+    assert_eq!(
+        p.stable_service, None,
+        "no stable traffic before the first revision is Available"
+    );
+    assert_eq!(p.status.phase, Some(Phase::Progressing));
+    assert!(p.requeue_after.is_some(), "requeued at the progress deadline");
+    let p = w.step();
+    assert_eq!(p.status.stable_revision, Some(1));
+    assert_eq!(p.status.phase, Some(Phase::Healthy));
+    assert_eq!(p.stable_service.map(|s| s.revision), Some(1));
+    assert!(p.events.iter().any(|e| e.reason == "Promoted"));
+}
+
+#[test]
+fn blue_green_keeps_traffic_on_stable_until_the_new_revision_is_available() {
+    let mut w = World::new(md("v1", serde_json::json!({})));
+    w.settle();
+    w.set_version("v2");
+    w.blocked.insert(2);
+    let p = w.step();
+    assert_eq!(p.new_revision.as_ref().map(|(n, _)| *n), Some(2));
+    assert_eq!(p.stable_service.map(|s| s.revision), Some(1));
+    assert_eq!(p.canary_service.map(|s| s.revision), Some(2));
+    assert_eq!(p.status.canary_revision, Some(2));
+    let p = w.step();
+    assert_eq!(p.status.phase, Some(Phase::Progressing));
+    assert!(p.status.message.unwrap_or_default().contains("0/2 replicas ready"));
+    w.blocked.clear();
+    w.step();
+    let p = w.step();
+    assert_eq!(p.status.stable_revision, Some(2));
+    assert_eq!(w.phase_of(1), Some(RevisionPhase::Superseded));
+    assert_eq!(p.deployments.get(&1).map(|d| d.replicas), Some(2), "r1 stays warm");
+}
+
+#[test]
+fn a_steady_state_plan_is_a_fixed_point() {
+    let mut w = World::new(md("v1", serde_json::json!({})));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    let obs = w.observed();
+    let a = plan(&w.md, &obs);
+    assert_eq!(w.md.status.as_ref(), Some(&a.status), "status already as planned");
+    assert!(a.new_revision.is_none() && a.prune.is_empty() && a.consume.is_empty() && a.events.is_empty());
+    for (rev, d) in &a.deployments {
+        let o = &obs.deployments[rev];
+        assert_eq!(
+            (o.replicas, o.progress_started_at),
+            (d.replicas, d.progress_started_at),
+            "r{rev}"
+        );
+    }
+    assert_eq!(a.stable_service, obs.stable_service);
+    assert_eq!(a.canary_service, obs.canary_service);
+}
+
+#[test]
+fn rollback_to_previous_on_a_warm_revision_completes_in_one_plan() {
+    let mut w = World::new(md("v1", serde_json::json!({})));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    w.annotate(ROLLBACK_TO, "previous");
+    let p = w.step();
+    assert_eq!(p.status.stable_revision, Some(1));
+    assert_eq!(p.stable_service.map(|s| s.revision), Some(1));
+    assert_eq!(p.consume, vec![ROLLBACK_TO]);
+    assert_eq!(p.status.phase, Some(Phase::Degraded));
+    let r = p.status.last_rollback.clone().expect("lastRollback");
+    assert_eq!(
+        (r.from_revision, r.to_revision, r.trigger),
+        (2, 1, RollbackTrigger::Manual)
+    );
+    assert!(r.completed_at.is_some());
+    assert_eq!(w.phase_of(2), Some(RevisionPhase::RolledBack));
+    // Held: the spec still names r2, which is not deployed again.
+    let p = w.settle();
+    assert_eq!(p.status.stable_revision, Some(1));
+    assert_eq!(p.deployments.get(&2).map(|d| d.replicas), Some(0));
+}
+
+#[test]
+fn rollback_to_a_cold_revision_scales_it_up_before_moving_traffic() {
+    let mut w = World::new(md("v1", serde_json::json!({"warmRevisions": 0})));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    assert_eq!(w.deployments[&1].replicas, 0, "r1 cold");
+    w.blocked.insert(1);
+    w.annotate(ROLLBACK_TO, "1");
+    let p = w.step();
+    assert_eq!(p.status.phase, Some(Phase::RollingBack));
+    assert_eq!(p.stable_service.map(|s| s.revision), Some(2));
+    assert_eq!(p.deployments.get(&1).map(|d| d.replicas), Some(2));
+    w.blocked.clear();
+    w.step();
+    let p = w.step();
+    assert_eq!(p.status.stable_revision, Some(1));
+    assert_eq!(p.stable_service.map(|s| s.revision), Some(1));
+}
+
+#[test]
+fn bad_values_change_nothing_but_the_annotation_condition() {
+    let mut w = World::new(md("v1", serde_json::json!({})));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    let before = w.status();
+    for (key, value) in [
+        (ROLLBACK_TO, "x"),
+        (ROLLBACK_TO, "7"),
+        (ABORT, "no"),
+        (PROMOTE, "soon"),
+        (RETRY, "1"),
+    ] {
+        w.annotate(key, value);
+        let p = w.step();
+        assert_eq!(p.consume, vec![key]);
+        assert!(
+            p.events
+                .iter()
+                .any(|e| e.warning && e.reason == "InvalidAnnotation" && e.note.contains(value))
+        );
+        let s = w.status();
+        assert_eq!(
+            (s.stable_revision, &s.history, &s.last_rollback),
+            (before.stable_revision, &before.history, &before.last_rollback)
+        );
+        let c = crate::conditions::find(&s.conditions, ANNOTATION_ACCEPTED).expect("condition");
+        assert_eq!(c.status, "False");
+    }
+}
+
+#[test]
+fn the_progress_deadline_fails_the_revision_and_keeps_stable() {
+    let mut w = World::new(md("v1", serde_json::json!({"progressDeadlineSeconds": 30})));
+    w.settle();
+    w.set_version("v2");
+    w.blocked.insert(2);
+    let mut p = w.step();
+    for _ in 0..10 {
+        p = w.step();
+    }
+    assert_eq!(p.status.phase, Some(Phase::Degraded));
+    assert_eq!(w.phase_of(2), Some(RevisionPhase::Failed));
+    let r = p.status.last_rollback.clone().expect("lastRollback");
+    assert_eq!(
+        (r.from_revision, r.to_revision, r.trigger),
+        (2, 1, RollbackTrigger::ProgressDeadline)
+    );
+    assert_eq!(p.deployments.get(&2).map(|d| d.replicas), Some(0));
+    assert_eq!(p.canary_service.map(|s| s.revision), Some(1));
+    // retry restarts the clock and rolls it out again.
+    w.blocked.clear();
+    w.annotate(RETRY, "true");
+    w.settle();
+    assert_eq!(w.status().stable_revision, Some(2));
+}
+
+#[test]
+fn manual_promotion_waits_for_the_annotation_and_a_git_revert_needs_none() {
+    let mut w = World::new(md(
+        "v1",
+        serde_json::json!({"strategy": {"blueGreen": {"autoPromote": false}}}),
+    ));
+    w.settle();
+    w.set_version("v2");
+    let p = w.settle();
+    assert_eq!(p.status.phase, Some(Phase::Paused));
+    assert_eq!(p.status.stable_revision, Some(1));
+    w.annotate(PROMOTE, "true");
+    let p = w.step();
+    assert_eq!(p.status.stable_revision, Some(2));
+    assert_eq!(p.consume, vec![PROMOTE]);
+    w.set_version("v1");
+    let p = w.step();
+    assert_eq!(
+        p.status.stable_revision,
+        Some(1),
+        "a revert to a warm revision switches at once"
+    );
+    assert!(p.new_revision.is_none());
+}
+
+#[derive(Clone, Debug)]
+enum Action {
+    Version(u8),
+    RollbackPrevious,
+    RollbackTo(i64),
+    RollbackGarbage,
+    Abort,
+    Retry,
+    Promote,
+    Block(i64),
+    Unblock,
+    Tick,
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        3 => (0u8..5).prop_map(Action::Version),
+        1 => Just(Action::RollbackPrevious),
+        1 => (1i64..8).prop_map(Action::RollbackTo),
+        1 => Just(Action::RollbackGarbage),
+        1 => Just(Action::Abort),
+        1 => Just(Action::Retry),
+        1 => Just(Action::Promote),
+        1 => (1i64..8).prop_map(Action::Block),
+        1 => Just(Action::Unblock),
+        3 => Just(Action::Tick),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200), ..ProptestConfig::default() })]
+
+    /// Whatever a person and the cluster do, traffic never moves to an unavailable revision
+    /// (asserted in `World::step`), revision numbers only grow, history stays bounded and
+    /// unique, and a settled world is a fixed point.
+    #[test]
+    fn invariants_hold_for_any_sequence(actions in proptest::collection::vec(action(), 1..40), auto in any::<bool>(), warm in 0i32..3) {
+        let mut w = World::new(md("v0", serde_json::json!({
+            "strategy": {"blueGreen": {"autoPromote": auto}}, "warmRevisions": warm, "progressDeadlineSeconds": 30})));
+        for a in actions {
+            match a {
+                Action::Version(v) => w.set_version(&format!("v{v}")),
+                Action::RollbackPrevious => w.annotate(ROLLBACK_TO, "previous"),
+                Action::RollbackTo(n) => w.annotate(ROLLBACK_TO, &n.to_string()),
+                Action::RollbackGarbage => w.annotate(ROLLBACK_TO, "yesterday"),
+                Action::Abort => w.annotate(ABORT, "true"),
+                Action::Retry => w.annotate(RETRY, "true"),
+                Action::Promote => w.annotate(PROMOTE, "true"),
+                Action::Block(r) => { w.blocked.insert(r); }
+                Action::Unblock => w.blocked.clear(),
+                Action::Tick => {}
+            }
+            w.step();
+            let s = w.status();
+            let revs: Vec<i64> = s.history.iter().map(|h| h.revision).collect();
+            let mut sorted = revs.clone();
+            sorted.sort_unstable_by(|a, b| b.cmp(a));
+            sorted.dedup();
+            prop_assert_eq!(&revs, &sorted, "history newest first, no duplicates");
+            prop_assert!(revs.len() <= 3 + 3, "history bounded: {:?}", revs);
+            if let Some(stable) = s.stable_revision {
+                prop_assert!(revs.contains(&stable), "the stable revision is never pruned");
+            }
+            prop_assert!(s.current_revision.is_some_and(|c| revs.contains(&c)));
+        }
+        w.blocked.clear();
+        w.settle();
+        let obs = w.observed();
+        let again = plan(&w.md, &obs);
+        prop_assert_eq!(Some(&again.status), w.md.status.as_ref(), "settled world is a fixed point");
+    }
+}
