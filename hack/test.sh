@@ -49,7 +49,7 @@ fi
 
 step "cargo test"
 ROLLGUARD_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" ROLLGUARD_KUBECTL="$BIN_DIR/kubectl" \
-  cargo test --all-targets
+  cargo test --lib --bins --tests
 step "cargo test --doc"
 cargo test --doc
 step "done"
