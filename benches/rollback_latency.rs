@@ -36,10 +36,7 @@ async fn main() {
     let apis = Apis::new(&cluster.client, &ns.name);
     let _op = Operator::start(&ns.name);
 
-    apis.create(&model_deployment("chat", "v1", 1, json!({}))).await;
-    apis.wait_healthy("chat", 1).await;
-    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
-    apis.wait_healthy("chat", 2).await;
+    apis.roll_out("chat", &["v1", "v2"], 1, json!({})).await;
 
     let mut samples = Vec::with_capacity(runs);
     for i in 0..runs {

@@ -106,17 +106,21 @@ async fn blue_green_v1_to_v2_switches_the_stable_service_and_keeps_v1_warm() {
 #[tokio::test]
 async fn rollback_to_previous_restores_r1_and_holds_r2_until_retry() {
     let (_ns, apis, op) = setup("rb-prev").await;
-    apis.create(&model_deployment("chat", "v1", 1, json!({}))).await;
-    apis.wait_healthy("chat", 1).await;
-    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
-    let before = apis.wait_healthy("chat", 2).await;
+    let before = apis.roll_out("chat", &["v1", "v2"], 1, json!({})).await;
 
     apis.annotate("chat", "rollguard.dev/rollback-to", "previous").await;
     let md = apis
-        .wait_md("chat", "rolled back to r1", SECS_60, |md| {
-            md.status
+        .wait_md("chat", "rolled back to r1, annotation consumed", SECS_60, |md| {
+            let consumed = !md
+                .metadata
+                .annotations
                 .as_ref()
-                .is_some_and(|s| s.stable_revision == Some(1) && s.phase == Some(Phase::Degraded))
+                .is_some_and(|a| a.contains_key("rollguard.dev/rollback-to"));
+            consumed
+                && md
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.stable_revision == Some(1) && s.phase == Some(Phase::Degraded))
         })
         .await;
     assert_eq!(apis.service_revision("chat").await, Some(1));
@@ -166,15 +170,8 @@ async fn rollback_to_previous_restores_r1_and_holds_r2_until_retry() {
 #[tokio::test]
 async fn rollback_to_a_version_label() {
     let (_ns, apis, _op) = setup("rb-version").await;
-    apis.create(&model_deployment("chat", "2026-11-01", 1, json!({"warmRevisions": 2})))
-        .await;
-    apis.wait_healthy("chat", 1).await;
-    apis.patch_spec("chat", json!({"model": {"version": "2026-11-10"}}))
-        .await;
-    apis.wait_healthy("chat", 2).await;
-    apis.patch_spec("chat", json!({"model": {"version": "2026-11-20"}}))
-        .await;
-    apis.wait_healthy("chat", 3).await;
+    let versions = ["2026-11-01", "2026-11-10", "2026-11-20"];
+    apis.roll_out("chat", &versions, 1, json!({"warmRevisions": 2})).await;
 
     apis.annotate("chat", "rollguard.dev/rollback-to", "version:2026-11-01")
         .await;
@@ -199,12 +196,7 @@ async fn rollback_to_a_cold_revision_waits_until_it_is_available() {
     let pinned = json!({"template": {"spec": {
         "nodeSelector": {"rollguard.dev/test-node": node.name},
         "containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.0"}]}}});
-    apis.create(&model_deployment("chat", "v1", 1, pinned)).await;
-    apis.wait_healthy("chat", 1).await;
-    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
-    apis.wait_healthy("chat", 2).await;
-    apis.patch_spec("chat", json!({"model": {"version": "v3"}})).await;
-    apis.wait_healthy("chat", 3).await;
+    apis.roll_out("chat", &["v1", "v2", "v3"], 1, pinned).await;
     // warmRevisions=1: r2 is warm, r1 is cold.
     let r1_cold = wait_for(SECS_60, || async {
         (apis.deployment_replicas("chat-r1").await == Some(0)).then_some(())
@@ -245,11 +237,8 @@ async fn rollback_to_a_cold_revision_waits_until_it_is_available() {
 #[tokio::test]
 async fn a_cold_revision_whose_deployment_was_pruned_is_restored_from_its_controller_revision() {
     let (_ns, apis, _op) = setup("rb-restore").await;
-    apis.create(&model_deployment("chat", "v1", 1, json!({"warmRevisions": 0})))
+    apis.roll_out("chat", &["v1", "v2"], 1, json!({"warmRevisions": 0}))
         .await;
-    apis.wait_healthy("chat", 1).await;
-    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
-    apis.wait_healthy("chat", 2).await;
     apis.deployments
         .delete("chat-r1", &DeleteParams::default())
         .await
@@ -334,10 +323,7 @@ async fn a_revision_not_available_by_the_progress_deadline_is_failed_and_rolled_
 #[tokio::test]
 async fn bad_annotation_values_get_a_warning_and_change_nothing_else() {
     let (_ns, apis, _op) = setup("bad-annotations").await;
-    apis.create(&model_deployment("chat", "v1", 1, json!({}))).await;
-    apis.wait_healthy("chat", 1).await;
-    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
-    let before = apis.wait_healthy("chat", 2).await;
+    let before = apis.roll_out("chat", &["v1", "v2"], 1, json!({})).await;
     let before_status = before.status.clone().expect("status");
 
     for (key, value) in [
@@ -349,10 +335,7 @@ async fn bad_annotation_values_get_a_warning_and_change_nothing_else() {
         ("rollguard.dev/retry", "please"),
     ] {
         apis.annotate("chat", key, value).await;
-        apis.wait_md("chat", &format!("{key}={value} consumed"), SECS_60, |md| {
-            !md.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(key))
-        })
-        .await;
+        apis.wait_consumed("chat", key).await;
         apis.wait_md("chat", "AnnotationAccepted=False", SECS_60, |m| {
             condition(m, "AnnotationAccepted").is_some_and(|(s, msg)| s == "False" && msg.contains(value))
         })
@@ -386,14 +369,9 @@ async fn promote_annotation_switches_a_waiting_blue_green_and_abort_returns_to_s
     assert_eq!(apis.service_revision("chat").await, Some(1));
     assert_eq!(apis.service_revision("chat-canary").await, Some(2));
     apis.annotate("chat", "rollguard.dev/promote", "true").await;
-    let md = apis.wait_healthy("chat", 2).await;
+    apis.wait_healthy("chat", 2).await;
     assert_eq!(apis.service_revision("chat").await, Some(2));
-    assert!(
-        !md.metadata
-            .annotations
-            .unwrap_or_default()
-            .contains_key("rollguard.dev/promote")
-    );
+    apis.wait_consumed("chat", "rollguard.dev/promote").await;
 
     apis.patch_spec("chat", json!({"model": {"version": "v3"}})).await;
     apis.wait_md("chat", "Paused on r3", SECS_60, |md| {
@@ -441,13 +419,8 @@ async fn a_git_revert_to_a_warm_revision_is_switched_at_once() {
 #[tokio::test]
 async fn history_is_bounded_and_old_revisions_are_pruned() {
     let (_ns, apis, _op) = setup("prune").await;
-    apis.create(&model_deployment("chat", "v1", 1, json!({"revisionHistoryLimit": 2})))
+    apis.roll_out("chat", &["v1", "v2", "v3", "v4"], 1, json!({"revisionHistoryLimit": 2}))
         .await;
-    apis.wait_healthy("chat", 1).await;
-    for (i, v) in ["v2", "v3", "v4"].iter().enumerate() {
-        apis.patch_spec("chat", json!({"model": {"version": v}})).await;
-        apis.wait_healthy("chat", i as i64 + 2).await;
-    }
     let md = apis
         .wait_md("chat", "history of 2", SECS_60, |md| {
             md.status.as_ref().is_some_and(|s| s.history.len() == 2)
@@ -479,10 +452,7 @@ async fn history_is_bounded_and_old_revisions_are_pruned() {
 #[tokio::test]
 async fn deleting_the_model_deployment_deletes_all_its_children() {
     let (_ns, apis, _op) = setup("delete").await;
-    apis.create(&model_deployment("chat", "v1", 1, json!({}))).await;
-    apis.wait_healthy("chat", 1).await;
-    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
-    apis.wait_healthy("chat", 2).await;
+    apis.roll_out("chat", &["v1", "v2"], 1, json!({})).await;
     apis.md
         .delete("chat", &DeleteParams::foreground())
         .await

@@ -55,10 +55,7 @@ async fn a_steady_state_makes_no_writes_over_several_resync_periods() {
     let ns = TestNamespace::create(&cluster.client, "steady").await;
     let apis = Apis::new(&cluster.client, &ns.name);
     let op = Operator::start_with(&ns.name, &["--resync-seconds", "1"]);
-    apis.create(&model_deployment("chat", "v1", 2, json!({}))).await;
-    apis.wait_healthy("chat", 1).await;
-    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
-    apis.wait_healthy("chat", 2).await;
+    apis.roll_out("chat", &["v1", "v2"], 2, json!({})).await;
     // Let the Deployment controller and kwok settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
 

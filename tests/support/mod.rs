@@ -212,24 +212,35 @@ impl TestNamespace {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        // Drop cannot await; delete from a thread with its own runtime, so this also runs
-        // when the test panicked.
-        let name = self.name.clone();
-        let path = kubeconfig_path();
-        let handle = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(client) = client_for(&path).await {
-                    let _ = Api::<Namespace>::all(client)
-                        .delete(&name, &DeleteParams::background())
-                        .await;
-                }
-            });
-        });
-        let _ = handle.join();
+        delete_blocking::<Namespace>(&self.name);
     }
+}
+
+/// Deletes a cluster-scoped object from a thread with its own runtime: Drop cannot await,
+/// and this also runs when the test panicked.
+pub fn delete_blocking<K>(name: &str)
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+    K::DynamicType: Default,
+{
+    let name = name.to_string();
+    let path = kubeconfig_path();
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        rt.block_on(async move {
+            if let Ok(client) = client_for(&path).await {
+                let _ = Api::<K>::all(client).delete(&name, &DeleteParams::background()).await;
+            }
+        });
+    })
+    .join();
 }
 
 /// An `Api<DynamicObject>` for the kind of a manifest (apiVersion + kind), in `namespace`.
@@ -384,6 +395,25 @@ impl Apis {
             .expect("annotating");
     }
 
+    /// Creates `name` at `versions[0]` and rolls out each later version in turn, waiting
+    /// until each is Healthy (revision i+1). Returns the last state.
+    pub async fn roll_out(
+        &self,
+        name: &str,
+        versions: &[&str],
+        replicas: i32,
+        extra: serde_json::Value,
+    ) -> ModelDeployment {
+        self.create(&model_deployment(name, versions[0], replicas, extra)).await;
+        let mut md = self.wait_healthy(name, 1).await;
+        for (i, v) in versions.iter().enumerate().skip(1) {
+            self.patch_spec(name, serde_json::json!({"model": {"version": v}}))
+                .await;
+            md = self.wait_healthy(name, i as i64 + 1).await;
+        }
+        md
+    }
+
     /// Waits until `pred` holds for the ModelDeployment, and returns it.
     pub async fn wait_md<F>(&self, name: &str, what: &str, timeout: Duration, pred: F) -> ModelDeployment
     where
@@ -406,6 +436,17 @@ impl Apis {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Waits until the operator removed the annotation `key`.
+    pub async fn wait_consumed(&self, name: &str, key: &str) -> ModelDeployment {
+        self.wait_md(
+            name,
+            &format!("annotation {key} consumed"),
+            Duration::from_secs(60),
+            |md| !md.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(key)),
+        )
+        .await
     }
 
     /// Waits until the stable revision is `rev` and the phase is Healthy.
@@ -500,20 +541,6 @@ impl FakeNode {
 
 impl Drop for FakeNode {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        let path = kubeconfig_path();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(client) = client_for(&path).await {
-                    let _ = Api::<k8s_openapi::api::core::v1::Node>::all(client)
-                        .delete(&name, &DeleteParams::default())
-                        .await;
-                }
-            });
-        })
-        .join();
+        delete_blocking::<k8s_openapi::api::core::v1::Node>(&self.name);
     }
 }
