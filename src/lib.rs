@@ -12,3 +12,7 @@ pub mod controller;
 pub mod plan;
 pub mod revision;
 pub mod telemetry;
+pub mod traffic;
+
+/// The field manager of every write rollguard makes.
+pub const FIELD_MANAGER: &str = "rollguard";

@@ -22,8 +22,7 @@ use kube::{Api, Client};
 use crate::api::ModelDeployment;
 pub use error::Error;
 
-/// The field manager of every write rollguard makes.
-pub const FIELD_MANAGER: &str = "rollguard";
+pub use crate::FIELD_MANAGER;
 
 /// Operator settings from the command line.
 #[derive(Clone, Debug)]

@@ -544,3 +544,104 @@ impl Drop for FakeNode {
         delete_blocking::<k8s_openapi::api::core::v1::Node>(&self.name);
     }
 }
+
+// ----- router CRDs ---------------------------------------------------------------------
+
+/// Installs the upstream CRDs of HTTPRoute, TrafficSplit and VirtualService, taken from the
+/// projects' Go modules by `hack/router-crds.sh`, and waits until they are Established.
+/// SMI's module ships its CRD as `apiextensions.k8s.io/v1beta1`, which Kubernetes no longer
+/// serves; it is converted mechanically to `v1`, keeping the served versions and the schema.
+pub async fn apply_router_crds(client: &Client) {
+    let out = std::process::Command::new("bash")
+        .arg(repo_root().join("hack/router-crds.sh"))
+        .output()
+        .expect("running hack/router-crds.sh");
+    assert!(
+        out.status.success(),
+        "hack/router-crds.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for path in String::from_utf8_lossy(&out.stdout).lines() {
+        for doc in read_yaml_documents(Path::new(path)) {
+            let doc = crd_v1(doc);
+            if doc["kind"] != "CustomResourceDefinition" {
+                continue;
+            }
+            let crd: CustomResourceDefinition =
+                serde_json::from_value(doc).unwrap_or_else(|e| panic!("{path}: not a CRD: {e}"));
+            let name = crd.metadata.name.clone().expect("CRD name");
+            api.patch(
+                &name,
+                &PatchParams::apply("rollguard-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("applying CRD {name} from {path}: {e}"));
+        }
+    }
+    for name in [
+        "httproutes.gateway.networking.k8s.io",
+        "trafficsplits.split.smi-spec.io",
+        "virtualservices.networking.istio.io",
+    ] {
+        let ok = wait_for(Duration::from_secs(60), || async {
+            api.get(name).await.ok().filter(crd_established)
+        })
+        .await;
+        assert!(ok.is_some(), "CRD {name} did not become Established");
+    }
+}
+
+/// A CRD as `apiextensions.k8s.io/v1`: v1beta1 documents are converted (top-level
+/// validation, subresources and printer columns move into each served version).
+pub fn crd_v1(mut doc: serde_json::Value) -> serde_json::Value {
+    if doc["apiVersion"] != "apiextensions.k8s.io/v1beta1" {
+        return doc;
+    }
+    let spec = doc["spec"].take();
+    let schema = spec
+        .pointer("/validation/openAPIV3Schema")
+        .cloned()
+        .map(|mut s| {
+            if s.get("type").is_none() {
+                s["type"] = serde_json::json!("object");
+            }
+            s
+        })
+        .unwrap_or_else(|| serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+    let columns: Vec<serde_json::Value> = spec["additionalPrinterColumns"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut c| {
+            if let Some(path) = c.as_object_mut().and_then(|o| o.remove("JSONPath")) {
+                c["jsonPath"] = path;
+            }
+            c
+        })
+        .collect();
+    let versions: Vec<serde_json::Value> = spec["versions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| v["served"] == true)
+        .map(|mut v| {
+            v["schema"] = serde_json::json!({"openAPIV3Schema": schema});
+            if !columns.is_empty() {
+                v["additionalPrinterColumns"] = serde_json::json!(columns);
+            }
+            if let Some(sub) = spec.get("subresources") {
+                v["subresources"] = sub.clone();
+            }
+            v
+        })
+        .collect();
+    doc["apiVersion"] = serde_json::json!("apiextensions.k8s.io/v1");
+    doc["spec"] = serde_json::json!({
+        "group": spec["group"], "scope": spec["scope"], "names": spec["names"], "versions": versions,
+    });
+    doc
+}

@@ -1,0 +1,251 @@
+//! Gateway API `HTTPRoute` (`gateway.networking.k8s.io/v1`).
+//!
+//! In every rule of the route that has a backendRef to the stable Service, the stable
+//! backendRef gets `100 - w` and the canary one `w`; a missing canary backendRef is added,
+//! copied from the stable one with the canary Service's name. Other rules, matches, filters,
+//! parentRefs and hostnames are left as they are.
+
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::{Value, json};
+
+use super::{Backends, RouterError, TrafficRouter, Weights, api_served};
+
+const KIND: &str = "HTTPRoute";
+const API_VERSION: &str = "gateway.networking.k8s.io/v1";
+
+fn is_service_ref(backend: &Value, service: &str) -> bool {
+    let group_ok = backend
+        .get("group")
+        .and_then(Value::as_str)
+        .is_none_or(|g| g.is_empty());
+    let kind_ok = backend
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_none_or(|k| k == "Service");
+    group_ok && kind_ok && backend.get("name").and_then(Value::as_str) == Some(service)
+}
+
+/// The route's `spec.rules` with the weights set, or None when no rule references the
+/// stable Service.
+///
+/// ```
+/// use rollguard::traffic::{Backends, gateway_api::rules_with_weights};
+/// let route = serde_json::json!({"spec": {"rules": [
+///     {"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
+///      "backendRefs": [{"name": "chat", "port": 8000}]}]}});
+/// let b = Backends { stable: "chat".into(), canary: "chat-canary".into() };
+/// let rules = rules_with_weights(&route, &b, 10).unwrap();
+/// assert_eq!(rules[0]["backendRefs"], serde_json::json!([
+///     {"name": "chat", "port": 8000, "weight": 90},
+///     {"name": "chat-canary", "port": 8000, "weight": 10}]));
+/// assert_eq!(rules[0]["matches"], route["spec"]["rules"][0]["matches"]);
+/// ```
+pub fn rules_with_weights(route: &Value, backends: &Backends, weight: i32) -> Option<Value> {
+    let w = Weights::canary_at(weight);
+    let mut rules = route.pointer("/spec/rules")?.as_array()?.clone();
+    let mut referenced = false;
+    for rule in &mut rules {
+        let Some(refs) = rule.get_mut("backendRefs").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        let Some(stable) = refs.iter().find(|b| is_service_ref(b, &backends.stable)).cloned() else {
+            continue;
+        };
+        referenced = true;
+        if !refs.iter().any(|b| is_service_ref(b, &backends.canary)) {
+            let mut canary = stable;
+            canary["name"] = json!(backends.canary);
+            refs.push(canary);
+        }
+        for b in refs.iter_mut() {
+            if is_service_ref(b, &backends.stable) {
+                b["weight"] = json!(w.stable);
+            } else if is_service_ref(b, &backends.canary) {
+                b["weight"] = json!(w.canary);
+            }
+        }
+    }
+    referenced.then_some(Value::Array(rules))
+}
+
+/// The weights of the first rule that references the stable Service. A backendRef without
+/// a weight has the Gateway API default of 1; a missing canary backendRef counts as 0.
+pub fn weights_of(route: &Value, backends: &Backends) -> Option<Weights> {
+    let rules = route.pointer("/spec/rules")?.as_array()?;
+    rules.iter().find_map(|rule| {
+        let refs = rule.get("backendRefs")?.as_array()?;
+        let weight = |svc: &str| {
+            refs.iter()
+                .find(|b| is_service_ref(b, svc))
+                .map(|b| b.get("weight").and_then(Value::as_i64).unwrap_or(1) as i32)
+        };
+        let stable = weight(&backends.stable)?;
+        Some(Weights {
+            stable,
+            canary: weight(&backends.canary).unwrap_or(0),
+        })
+    })
+}
+
+/// An HTTPRoute in one namespace.
+pub struct GatewayApiRouter {
+    client: Client,
+    namespace: String,
+    name: String,
+    backends: Backends,
+}
+
+impl GatewayApiRouter {
+    /// The router for HTTPRoute `name` in `namespace`.
+    pub fn new(client: Client, namespace: &str, name: &str, backends: Backends) -> Self {
+        GatewayApiRouter {
+            client,
+            namespace: namespace.into(),
+            name: name.into(),
+            backends,
+        }
+    }
+
+    fn gvk() -> GroupVersionKind {
+        GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", KIND)
+    }
+
+    fn api(&self) -> Api<DynamicObject> {
+        let resource = ApiResource::from_gvk_with_plural(&Self::gvk(), "httproutes");
+        Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
+    }
+
+    async fn get(&self) -> Result<Value, RouterError> {
+        match self.api().get_opt(&self.name).await {
+            Ok(Some(obj)) => Ok(serde_json::to_value(obj).unwrap_or_default()),
+            Ok(None) => Err(self.not_found().await),
+            Err(kube::Error::Api(s)) if s.code == 404 => Err(self.not_found().await),
+            Err(source) => Err(RouterError::Read {
+                kind: KIND,
+                name: self.name.clone(),
+                source,
+            }),
+        }
+    }
+
+    async fn not_found(&self) -> RouterError {
+        if api_served(&self.client, &Self::gvk(), "httproutes").await {
+            RouterError::NotFound {
+                kind: KIND,
+                namespace: self.namespace.clone(),
+                name: self.name.clone(),
+            }
+        } else {
+            RouterError::NotInstalled {
+                kind: KIND,
+                api_version: API_VERSION,
+            }
+        }
+    }
+
+    fn not_referenced(&self) -> RouterError {
+        RouterError::NotReferenced {
+            kind: KIND,
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            stable: self.backends.stable.clone(),
+        }
+    }
+}
+
+impl TrafficRouter for GatewayApiRouter {
+    async fn set_weight(&self, weight: i32) -> Result<Weights, RouterError> {
+        let route = self.get().await?;
+        let rules = rules_with_weights(&route, &self.backends, weight).ok_or_else(|| self.not_referenced())?;
+        if route.pointer("/spec/rules") != Some(&rules) {
+            // `rules` is an atomic list in the HTTPRoute schema: apply it whole, as read,
+            // with only the weights and the canary backendRef changed.
+            let patch = json!({
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": {"rules": rules},
+            });
+            self.api()
+                .patch(
+                    &self.name,
+                    &PatchParams::apply(crate::FIELD_MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
+                .await
+                .map_err(|source| RouterError::Write {
+                    kind: KIND,
+                    name: self.name.clone(),
+                    source,
+                })?;
+        }
+        self.weights().await
+    }
+
+    async fn weights(&self) -> Result<Weights, RouterError> {
+        let route = self.get().await?;
+        weights_of(&route, &self.backends).ok_or_else(|| self.not_referenced())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn backends() -> Backends {
+        Backends {
+            stable: "chat".into(),
+            canary: "chat-canary".into(),
+        }
+    }
+
+    fn route() -> Value {
+        json!({"spec": {
+        "parentRefs": [{"name": "gw"}],
+        "hostnames": ["llm.example.com"],
+        "rules": [
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
+             "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "x", "value": "y"}]}}],
+             "backendRefs": [{"name": "chat", "port": 8000, "weight": 100}, {"name": "chat-canary", "port": 8000, "weight": 0}]},
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/other"}}],
+             "backendRefs": [{"name": "other", "port": 80}]}
+        ]}})
+    }
+
+    #[test]
+    fn only_weights_of_our_backends_change() {
+        let rules = rules_with_weights(&route(), &backends(), 30).expect("referenced");
+        assert_eq!(rules[0]["backendRefs"][0]["weight"], 70);
+        assert_eq!(rules[0]["backendRefs"][1]["weight"], 30);
+        assert_eq!(rules[0]["filters"], route()["spec"]["rules"][0]["filters"]);
+        assert_eq!(rules[1], route()["spec"]["rules"][1], "other rules untouched");
+    }
+
+    #[test]
+    fn a_route_without_the_stable_service_is_not_referenced() {
+        let r = json!({"spec": {"rules": [{"backendRefs": [{"name": "other", "port": 80}]}]}});
+        assert!(rules_with_weights(&r, &backends(), 10).is_none());
+        assert!(weights_of(&r, &backends()).is_none());
+    }
+
+    #[test]
+    fn refs_to_other_kinds_with_the_same_name_are_not_ours() {
+        let r =
+            json!({"spec": {"rules": [{"backendRefs": [{"group": "example.com", "kind": "Bucket", "name": "chat"}]}]}});
+        assert!(rules_with_weights(&r, &backends(), 10).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn weights_read_back_are_the_weights_written(w in 0i32..=100) {
+            let rules = rules_with_weights(&route(), &backends(), w).expect("referenced");
+            let written = json!({"spec": {"rules": rules}});
+            prop_assert_eq!(weights_of(&written, &backends()), Some(Weights { stable: 100 - w, canary: w }));
+            // Writing the same weight again changes nothing.
+            prop_assert_eq!(rules_with_weights(&written, &backends(), w), Some(written["spec"]["rules"].clone()));
+        }
+    }
+}
