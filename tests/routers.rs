@@ -4,124 +4,202 @@ mod support;
 
 use kube::api::{Api, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use rollguard::traffic::gateway_api::GatewayApiRouter;
-use rollguard::traffic::{Backends, RouterError, TrafficRouter, Weights, api_served};
+use rollguard::traffic::{
+    Backends, RouteKind, Router, RouterError, Target, TrafficRouter, Weights, api_served, gateway_api, istio, smi,
+};
 use serde_json::{Value, json};
 use support::*;
 
-fn httproutes(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+fn api_for(client: &kube::Client, ns: &str, kind: &RouteKind) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk(kind.group, kind.version, kind.kind);
     Api::namespaced_with(
         client.clone(),
         ns,
-        &ApiResource::from_gvk_with_plural(&gvk, "httproutes"),
+        &ApiResource::from_gvk_with_plural(&gvk, kind.plural),
     )
 }
 
-fn backends() -> Backends {
-    Backends {
-        stable: "chat".into(),
-        canary: "chat-canary".into(),
+fn target(ns: &str, name: &str) -> Target {
+    Target {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        backends: Backends {
+            stable: "chat".into(),
+            canary: "chat-canary".into(),
+        },
+        routes: Vec::new(),
     }
 }
 
-async fn create_route(client: &kube::Client, ns: &str, name: &str, rules: Value) -> DynamicObject {
-    let route: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+async fn create(client: &kube::Client, ns: &str, kind: &RouteKind, name: &str, spec: Value) -> Value {
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": kind.api_version, "kind": kind.kind,
         "metadata": {"name": name, "labels": {"team": "llm"}, "annotations": {"owner": "sre"}},
-        "spec": {"parentRefs": [{"name": "gateway", "sectionName": "https"}],
-                 "hostnames": ["llm.example.com"], "rules": rules}
+        "spec": spec
     }))
-    .expect("route");
-    httproutes(client, ns)
-        .create(&PostParams::default(), &route)
+    .expect("object");
+    let created = api_for(client, ns, kind)
+        .create(&PostParams::default(), &obj)
         .await
-        .expect("creating HTTPRoute")
+        .expect("creating route object");
+    serde_json::to_value(created).expect("json")
+}
+
+/// The user's object of each kind: our Services in one place, user fields around them, and
+/// an unrelated route.
+fn user_objects() -> Vec<(&'static RouteKind, Value, &'static str)> {
+    vec![
+        (
+            &gateway_api::ROUTE_KIND,
+            json!({"parentRefs": [{"name": "gateway", "sectionName": "https"}], "hostnames": ["llm.example.com"],
+                   "rules": [
+                       {"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
+                        "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "x-team", "value": "llm"}]}}],
+                        "backendRefs": [{"name": "chat", "port": 8000}]},
+                       {"matches": [{"path": {"type": "PathPrefix", "value": "/other"}}], "backendRefs": [{"name": "other", "port": 80}]}]}),
+            "rules",
+        ),
+        (
+            &smi::ROUTE_KIND,
+            json!({"service": "chat-apex", "matches": [{"kind": "HTTPRouteGroup", "name": "llm-routes"}],
+                   "backends": [{"service": "chat", "weight": 100}, {"service": "mirror", "weight": 0}]}),
+            "backends",
+        ),
+        (
+            &istio::ROUTE_KIND,
+            json!({"hosts": ["chat.example.com"], "gateways": ["llm-gateway"],
+                   "http": [
+                       {"name": "primary", "match": [{"uri": {"prefix": "/v1"}}], "timeout": "30s",
+                        "retries": {"attempts": 2, "perTryTimeout": "10s"},
+                        "route": [{"destination": {"host": "chat", "port": {"number": 8000}}}]},
+                       {"name": "other", "route": [{"destination": {"host": "other"}}]}]}),
+            "http",
+        ),
+    ]
 }
 
 #[tokio::test]
 async fn router_crds_from_the_upstream_go_modules_are_established() {
     let cluster = cluster().await;
     apply_router_crds(&cluster.client).await;
-    let c = &cluster.client;
-    for (group, version, kind, plural) in [
-        ("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"),
-        ("split.smi-spec.io", "v1alpha4", "TrafficSplit", "trafficsplits"),
-        ("networking.istio.io", "v1", "VirtualService", "virtualservices"),
-    ] {
+    for kind in [&gateway_api::ROUTE_KIND, &smi::ROUTE_KIND, &istio::ROUTE_KIND] {
+        let gvk = GroupVersionKind::gvk(kind.group, kind.version, kind.kind);
         assert!(
-            api_served(c, &GroupVersionKind::gvk(group, version, kind), plural).await,
-            "{kind} {version} served"
+            api_served(&cluster.client, &gvk, kind.plural).await,
+            "{} served",
+            kind.api_version
         );
-    }
-    let missing = GroupVersionKind::gvk("nothing.rollguard.dev", "v1", "Nothing");
-    assert!(!api_served(c, &missing, "nothings").await);
-}
-
-#[tokio::test]
-async fn gateway_api_weights_follow_each_step_and_user_fields_survive() {
-    let cluster = cluster().await;
-    apply_router_crds(&cluster.client).await;
-    let ns = TestNamespace::create(&cluster.client, "httproute").await;
-    let user_rule = json!({"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
-        "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "x-team", "value": "llm"}]}}],
-        "backendRefs": [{"name": "chat", "port": 8000}]});
-    let other_rule = json!({"matches": [{"path": {"type": "PathPrefix", "value": "/other"}}],
-        "backendRefs": [{"name": "other", "port": 80}]});
-    let before = create_route(&cluster.client, &ns.name, "chat", json!([user_rule, other_rule])).await;
-    let router = GatewayApiRouter::new(cluster.client.clone(), &ns.name, "chat", backends());
-
-    for step in [0, 10, 25, 50, 100, 0] {
-        let read_back = router.set_weight(step).await.expect("set_weight");
-        assert_eq!(read_back, Weights::canary_at(step));
-        let route =
-            serde_json::to_value(httproutes(&cluster.client, &ns.name).get("chat").await.expect("get")).expect("json");
-        let refs = &route["spec"]["rules"][0]["backendRefs"];
-        assert_eq!(
-            refs[0],
-            json!({"group": "", "kind": "Service", "name": "chat", "port": 8000, "weight": 100 - step})
-        );
-        assert_eq!(
-            refs[1],
-            json!({"group": "", "kind": "Service", "name": "chat-canary", "port": 8000, "weight": step})
-        );
-        // Everything else the user wrote stays.
-        let b = serde_json::to_value(&before).expect("json");
-        assert_eq!(route["spec"]["parentRefs"], b["spec"]["parentRefs"]);
-        assert_eq!(route["spec"]["hostnames"], b["spec"]["hostnames"]);
-        assert_eq!(route["spec"]["rules"][0]["matches"], b["spec"]["rules"][0]["matches"]);
-        assert_eq!(route["spec"]["rules"][0]["filters"], b["spec"]["rules"][0]["filters"]);
-        assert_eq!(route["spec"]["rules"][1], b["spec"]["rules"][1]);
-        assert_eq!(route["metadata"]["labels"], b["metadata"]["labels"]);
-        assert_eq!(route["metadata"]["annotations"], b["metadata"]["annotations"]);
     }
 }
 
 #[tokio::test]
-async fn gateway_api_faults_name_the_problem_and_change_nothing() {
+async fn each_router_sets_the_weights_of_each_step_and_user_fields_survive() {
     let cluster = cluster().await;
     apply_router_crds(&cluster.client).await;
-    let ns = TestNamespace::create(&cluster.client, "httproute-faults").await;
+    let ns = TestNamespace::create(&cluster.client, "routers").await;
+    for (kind, spec, field) in user_objects() {
+        let name = format!("chat-{}", kind.plural);
+        let before = create(&cluster.client, &ns.name, kind, &name, spec).await;
+        let router = Router::new(cluster.client.clone(), kind, target(&ns.name, &name));
+        assert_eq!(router.weights().await.expect("weights").canary, 0, "{}", kind.kind);
+        for step in [10, 25, 50, 100, 0] {
+            let read_back = router
+                .set_weight(step)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", kind.kind));
+            assert_eq!(read_back, Weights::canary_at(step), "{}", kind.kind);
+            let after = serde_json::to_value(api_for(&cluster.client, &ns.name, kind).get(&name).await.expect("get"))
+                .expect("json");
+            // Read independently of the router: the object holds the step's weights.
+            assert_eq!(
+                (kind.read)(&after, &target(&ns.name, &name)),
+                Some(Weights::canary_at(step)),
+                "{}",
+                kind.kind
+            );
+            // Every other field the user wrote stays.
+            for (key, value) in before["spec"].as_object().expect("spec") {
+                if key != field {
+                    assert_eq!(&after["spec"][key], value, "{}: spec.{key} changed", kind.kind);
+                }
+            }
+            assert_eq!(after["metadata"]["labels"], before["metadata"]["labels"]);
+            assert_eq!(after["metadata"]["annotations"], before["metadata"]["annotations"]);
+            // Rules and HTTP routes keep their number and their own fields; for a
+            // TrafficSplit the list is the backends themselves (the canary one is added).
+            if kind.kind != "TrafficSplit" {
+                let old = before["spec"][field].as_array().expect("list");
+                let new = after["spec"][field].as_array().expect("list");
+                assert_eq!(old.len(), new.len(), "{}: entries added or removed", kind.kind);
+                for (o, n) in old.iter().zip(new) {
+                    for (key, value) in o.as_object().expect("entry") {
+                        if !["backendRefs", "route"].contains(&key.as_str()) {
+                            assert_eq!(&n[key], value, "{}: {field}[].{key} changed", kind.kind);
+                        }
+                    }
+                }
+            }
+        }
+        // Only our field manager entry is rollguard's, and the user's other fields are not ours.
+        let after = api_for(&cluster.client, &ns.name, kind).get(&name).await.expect("get");
+        assert!(
+            after
+                .metadata
+                .managed_fields
+                .iter()
+                .flatten()
+                .any(|m| m.manager.as_deref() == Some("rollguard"))
+        );
+    }
+}
 
-    let missing = GatewayApiRouter::new(cluster.client.clone(), &ns.name, "absent", backends());
-    let err = missing.set_weight(10).await.expect_err("missing route");
-    assert!(matches!(err, RouterError::NotFound { .. }), "{err}");
-    assert_eq!(err.reason(), "RouteNotFound");
+static NOT_INSTALLED: RouteKind = RouteKind {
+    kind: "Nothing",
+    group: "nothing.rollguard.dev",
+    version: "v1",
+    api_version: "nothing.rollguard.dev/v1",
+    plural: "nothings",
+    field: "rules",
+    edit: |_, _, _| None,
+    read: |_, _| None,
+};
 
-    let unrelated = create_route(
-        &cluster.client,
-        &ns.name,
-        "other",
-        json!([{"backendRefs": [{"name": "other", "port": 80}]}]),
-    )
-    .await;
-    let router = GatewayApiRouter::new(cluster.client.clone(), &ns.name, "other", backends());
-    let err = router.set_weight(10).await.expect_err("route without our Services");
-    assert!(matches!(err, RouterError::NotReferenced { .. }), "{err}");
-    assert!(err.to_string().contains("does not reference the Service chat"), "{err}");
-    let after = httproutes(&cluster.client, &ns.name).get("other").await.expect("get");
-    assert_eq!(
-        after.metadata.resource_version, unrelated.metadata.resource_version,
-        "nothing written"
-    );
+#[tokio::test]
+async fn faults_name_the_problem_and_write_nothing() {
+    let cluster = cluster().await;
+    apply_router_crds(&cluster.client).await;
+    let ns = TestNamespace::create(&cluster.client, "router-faults").await;
+    let unrelated = [
+        json!({"rules": [{"backendRefs": [{"name": "other", "port": 80}]}]}),
+        json!({"service": "apex", "backends": [{"service": "other", "weight": 100}]}),
+        json!({"hosts": ["x"], "http": [{"route": [{"destination": {"host": "other"}}]}]}),
+    ];
+    for (kind, spec) in [&gateway_api::ROUTE_KIND, &smi::ROUTE_KIND, &istio::ROUTE_KIND]
+        .into_iter()
+        .zip(unrelated)
+    {
+        let missing = Router::new(cluster.client.clone(), kind, target(&ns.name, "absent"));
+        let err = missing.set_weight(10).await.expect_err("missing object");
+        assert!(matches!(err, RouterError::NotFound { .. }), "{}: {err}", kind.kind);
+        assert!(err.to_string().contains("absent"), "{err}");
+
+        let name = format!("unrelated-{}", kind.plural);
+        let before = create(&cluster.client, &ns.name, kind, &name, spec).await;
+        let router = Router::new(cluster.client.clone(), kind, target(&ns.name, &name));
+        let err = router.set_weight(10).await.expect_err("object without our Services");
+        assert_eq!(err.reason(), "RouteNotReferencingServices", "{}: {err}", kind.kind);
+        let after = api_for(&cluster.client, &ns.name, kind).get(&name).await.expect("get");
+        assert_eq!(
+            Some(before["metadata"]["resourceVersion"].as_str().unwrap_or_default()),
+            after.metadata.resource_version.as_deref(),
+            "{}: nothing written",
+            kind.kind
+        );
+    }
+    let err = Router::new(cluster.client.clone(), &NOT_INSTALLED, target(&ns.name, "x"))
+        .set_weight(10)
+        .await
+        .expect_err("CRD not installed");
+    assert_eq!(err.reason(), "RouterNotInstalled");
+    assert!(err.to_string().contains("nothing.rollguard.dev/v1"), "{err}");
 }

@@ -5,15 +5,9 @@
 //! copied from the stable one with the canary Service's name. Other rules, matches, filters,
 //! parentRefs and hostnames are left as they are.
 
-use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
-use super::{Backends, RouterError, TrafficRouter, Weights, api_served};
-
-const KIND: &str = "HTTPRoute";
-const API_VERSION: &str = "gateway.networking.k8s.io/v1";
+use super::{Backends, RouteKind, Weights};
 
 fn is_service_ref(backend: &Value, service: &str) -> bool {
     let group_ok = backend
@@ -89,106 +83,17 @@ pub fn weights_of(route: &Value, backends: &Backends) -> Option<Weights> {
     })
 }
 
-/// An HTTPRoute in one namespace.
-pub struct GatewayApiRouter {
-    client: Client,
-    namespace: String,
-    name: String,
-    backends: Backends,
-}
-
-impl GatewayApiRouter {
-    /// The router for HTTPRoute `name` in `namespace`.
-    pub fn new(client: Client, namespace: &str, name: &str, backends: Backends) -> Self {
-        GatewayApiRouter {
-            client,
-            namespace: namespace.into(),
-            name: name.into(),
-            backends,
-        }
-    }
-
-    fn gvk() -> GroupVersionKind {
-        GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", KIND)
-    }
-
-    fn api(&self) -> Api<DynamicObject> {
-        let resource = ApiResource::from_gvk_with_plural(&Self::gvk(), "httproutes");
-        Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
-    }
-
-    async fn get(&self) -> Result<Value, RouterError> {
-        match self.api().get_opt(&self.name).await {
-            Ok(Some(obj)) => Ok(serde_json::to_value(obj).unwrap_or_default()),
-            Ok(None) => Err(self.not_found().await),
-            Err(kube::Error::Api(s)) if s.code == 404 => Err(self.not_found().await),
-            Err(source) => Err(RouterError::Read {
-                kind: KIND,
-                name: self.name.clone(),
-                source,
-            }),
-        }
-    }
-
-    async fn not_found(&self) -> RouterError {
-        if api_served(&self.client, &Self::gvk(), "httproutes").await {
-            RouterError::NotFound {
-                kind: KIND,
-                namespace: self.namespace.clone(),
-                name: self.name.clone(),
-            }
-        } else {
-            RouterError::NotInstalled {
-                kind: KIND,
-                api_version: API_VERSION,
-            }
-        }
-    }
-
-    fn not_referenced(&self) -> RouterError {
-        RouterError::NotReferenced {
-            kind: KIND,
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
-            stable: self.backends.stable.clone(),
-        }
-    }
-}
-
-impl TrafficRouter for GatewayApiRouter {
-    async fn set_weight(&self, weight: i32) -> Result<Weights, RouterError> {
-        let route = self.get().await?;
-        let rules = rules_with_weights(&route, &self.backends, weight).ok_or_else(|| self.not_referenced())?;
-        if route.pointer("/spec/rules") != Some(&rules) {
-            // `rules` is an atomic list in the HTTPRoute schema: apply it whole, as read,
-            // with only the weights and the canary backendRef changed.
-            let patch = json!({
-                "apiVersion": API_VERSION,
-                "kind": KIND,
-                "metadata": {"name": self.name, "namespace": self.namespace},
-                "spec": {"rules": rules},
-            });
-            self.api()
-                .patch(
-                    &self.name,
-                    &PatchParams::apply(crate::FIELD_MANAGER).force(),
-                    &Patch::Apply(&patch),
-                )
-                .await
-                .map_err(|source| RouterError::Write {
-                    kind: KIND,
-                    name: self.name.clone(),
-                    source,
-                })?;
-        }
-        self.weights().await
-    }
-
-    async fn weights(&self) -> Result<Weights, RouterError> {
-        let route = self.get().await?;
-        weights_of(&route, &self.backends).ok_or_else(|| self.not_referenced())
-    }
-}
+/// HTTPRoute, `gateway.networking.k8s.io/v1`.
+pub static ROUTE_KIND: RouteKind = RouteKind {
+    kind: "HTTPRoute",
+    group: "gateway.networking.k8s.io",
+    version: "v1",
+    api_version: "gateway.networking.k8s.io/v1",
+    plural: "httproutes",
+    field: "rules",
+    edit: |obj, target, weight| rules_with_weights(obj, &target.backends, weight),
+    read: |obj, target| weights_of(obj, &target.backends),
+};
 
 #[cfg(test)]
 mod tests {

@@ -5,10 +5,16 @@
 //! only backends and weights; everything else the user wrote stays.
 
 pub mod gateway_api;
+pub mod istio;
+pub mod smi;
 
 use kube::Client;
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::{Value, json};
 use thiserror::Error;
+
+use crate::api::TrafficRouting;
 
 /// The Services a route splits traffic between.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,6 +123,161 @@ pub trait TrafficRouter {
 
     /// The weights on the object now.
     fn weights(&self) -> impl std::future::Future<Output = Result<Weights, RouterError>> + Send;
+}
+
+/// Where a route object is and what it should weight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Namespace of the route object (and of the Services).
+    pub namespace: String,
+    /// Name of the route object.
+    pub name: String,
+    /// The stable and canary Services.
+    pub backends: Backends,
+    /// Istio only: names of the HTTP routes to weight; empty means every route with our
+    /// Services as destinations.
+    pub routes: Vec<String>,
+}
+
+/// One kind of traffic-split object: how to find it and how to edit its weights.
+pub struct RouteKind {
+    /// Kind, such as `HTTPRoute`.
+    pub kind: &'static str,
+    /// API group.
+    pub group: &'static str,
+    /// API version.
+    pub version: &'static str,
+    /// `apiVersion` as written in manifests.
+    pub api_version: &'static str,
+    /// Resource plural.
+    pub plural: &'static str,
+    /// The field of `spec` rollguard applies whole (an atomic list in the upstream schema).
+    pub field: &'static str,
+    /// The new value of `spec.<field>` with the weights set; None when the object does not
+    /// reference the stable Service.
+    pub edit: fn(&Value, &Target, i32) -> Option<Value>,
+    /// The weights on the object; None when it does not reference the stable Service.
+    pub read: fn(&Value, &Target) -> Option<Weights>,
+}
+
+/// A route object of some [`RouteKind`], read and written as a dynamic object.
+pub struct Router {
+    client: Client,
+    kind: &'static RouteKind,
+    target: Target,
+}
+
+impl Router {
+    /// A router for one object.
+    pub fn new(client: Client, kind: &'static RouteKind, target: Target) -> Router {
+        Router { client, kind, target }
+    }
+
+    /// The router a ModelDeployment's `trafficRouting` names.
+    pub fn for_routing(
+        client: Client,
+        routing: &TrafficRouting,
+        namespace: &str,
+        backends: Backends,
+    ) -> Option<Router> {
+        let (kind, name, routes) = if let Some(g) = &routing.gateway_api {
+            (&gateway_api::ROUTE_KIND, g.http_route.clone(), Vec::new())
+        } else if let Some(s) = &routing.smi {
+            (&smi::ROUTE_KIND, s.traffic_split.clone(), Vec::new())
+        } else if let Some(i) = &routing.istio {
+            (&istio::ROUTE_KIND, i.virtual_service.clone(), i.routes.clone())
+        } else {
+            return None;
+        };
+        let target = Target {
+            namespace: namespace.to_string(),
+            name,
+            backends,
+            routes,
+        };
+        Some(Router::new(client, kind, target))
+    }
+
+    fn gvk(&self) -> GroupVersionKind {
+        GroupVersionKind::gvk(self.kind.group, self.kind.version, self.kind.kind)
+    }
+
+    fn api(&self) -> Api<DynamicObject> {
+        let resource = ApiResource::from_gvk_with_plural(&self.gvk(), self.kind.plural);
+        Api::namespaced_with(self.client.clone(), &self.target.namespace, &resource)
+    }
+
+    async fn get(&self) -> Result<Value, RouterError> {
+        match self.api().get_opt(&self.target.name).await {
+            Ok(Some(obj)) => Ok(serde_json::to_value(obj).unwrap_or_default()),
+            Ok(None) => Err(self.not_found().await),
+            Err(kube::Error::Api(s)) if s.code == 404 => Err(self.not_found().await),
+            Err(source) => Err(RouterError::Read {
+                kind: self.kind.kind,
+                name: self.target.name.clone(),
+                source,
+            }),
+        }
+    }
+
+    async fn not_found(&self) -> RouterError {
+        if api_served(&self.client, &self.gvk(), self.kind.plural).await {
+            RouterError::NotFound {
+                kind: self.kind.kind,
+                namespace: self.target.namespace.clone(),
+                name: self.target.name.clone(),
+            }
+        } else {
+            RouterError::NotInstalled {
+                kind: self.kind.kind,
+                api_version: self.kind.api_version,
+            }
+        }
+    }
+
+    fn not_referenced(&self) -> RouterError {
+        RouterError::NotReferenced {
+            kind: self.kind.kind,
+            namespace: self.target.namespace.clone(),
+            name: self.target.name.clone(),
+            stable: self.target.backends.stable.clone(),
+        }
+    }
+}
+
+impl TrafficRouter for Router {
+    async fn set_weight(&self, weight: i32) -> Result<Weights, RouterError> {
+        let object = self.get().await?;
+        let field = (self.kind.edit)(&object, &self.target, weight).ok_or_else(|| self.not_referenced())?;
+        if object.get("spec").and_then(|s| s.get(self.kind.field)) != Some(&field) {
+            // The field is an atomic list upstream: apply it whole, as read, with only the
+            // backends and weights changed.
+            let patch = json!({
+                "apiVersion": self.kind.api_version,
+                "kind": self.kind.kind,
+                "metadata": {"name": self.target.name, "namespace": self.target.namespace},
+                "spec": {self.kind.field: field},
+            });
+            self.api()
+                .patch(
+                    &self.target.name,
+                    &PatchParams::apply(crate::FIELD_MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
+                .await
+                .map_err(|source| RouterError::Write {
+                    kind: self.kind.kind,
+                    name: self.target.name.clone(),
+                    source,
+                })?;
+        }
+        self.weights().await
+    }
+
+    async fn weights(&self) -> Result<Weights, RouterError> {
+        let object = self.get().await?;
+        (self.kind.read)(&object, &self.target).ok_or_else(|| self.not_referenced())
+    }
 }
 
 /// Whether the API server serves `resource` in `gvk`'s group and version. Used to tell a
