@@ -49,6 +49,8 @@ pub mod owned_annotations {
     /// When the current rollout of a revision started (Deployment); the progress deadline
     /// counts from here.
     pub const PROGRESS_STARTED_AT: &str = "rollguard.dev/progress-started-at";
+    /// The canary step being run and when it started (Deployment): `<index> <time>`.
+    pub const CANARY_STEP: &str = "rollguard.dev/canary-step";
 }
 
 /// Every CRD of the API, in a stable order.

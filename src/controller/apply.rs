@@ -7,10 +7,11 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource};
 
 use super::resources::{self, Owner, canary_service_name, stable_service_name};
-use super::{Error, FIELD_MANAGER};
+use super::{Error, FIELD_MANAGER, observe};
 use crate::api::ModelDeployment;
-use crate::plan::{Observed, Plan, ServiceTarget};
+use crate::plan::{Observed, Plan, RouteObservation, ServiceTarget};
 use crate::revision::Snapshot;
+use crate::traffic::TrafficRouter;
 
 /// How many writes an apply made (for the idempotence check and logs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,7 +73,11 @@ pub async fn apply(
         let current = observed.deployments.get(rev);
         let differs = match current {
             None => desired.create,
-            Some(c) => c.replicas != desired.replicas || c.progress_started_at != desired.progress_started_at,
+            Some(c) => {
+                c.replicas != desired.replicas
+                    || c.progress_started_at != desired.progress_started_at
+                    || c.canary_step != desired.canary_step
+            }
         };
         if !differs {
             continue;
@@ -110,6 +115,23 @@ pub async fn apply(
                 .patch(&name, &ssa(), &Patch::Apply(&svc))
                 .await
                 .map_err(|e| Error::ApplyService(name.clone(), e))?;
+            writes += 1;
+        }
+    }
+
+    // Weights go onto the traffic-split object after the Services: at the end of a canary
+    // the stable Service already selects the new revision when weights return to stable.
+    if let (Some(weight), Some(routing)) = (plan.route_weight, md.spec.traffic_routing.as_ref()) {
+        let observed_weight = match &observed.route {
+            Some(RouteObservation::Weights(w)) => Some(w.canary),
+            _ => None,
+        };
+        let router = observe::router_for(client, owner, routing);
+        if let Some(router) = router.filter(|_| observed_weight.is_some() && observed_weight != Some(weight)) {
+            router
+                .set_weight(weight)
+                .await
+                .map_err(|e| Error::Route(format!("{}/{}", ns, owner.name), e))?;
             writes += 1;
         }
     }

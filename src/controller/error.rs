@@ -45,6 +45,14 @@ pub enum Error {
     #[error("failed to patch status of ModelDeployment {0}")]
     PatchStatus(String, #[source] kube::Error),
 
+    /// The traffic-split object could not be read or written.
+    #[error("traffic routing of ModelDeployment {0}")]
+    Route(String, #[source] crate::traffic::RouterError),
+
+    /// The traffic-split object cannot be used (reported in status; retried with backoff).
+    #[error("traffic-split object of ModelDeployment {0} cannot be used ({1}): {2}")]
+    RouteUnusable(String, &'static str, String),
+
     /// Removing a handled annotation failed.
     #[error("failed to remove annotation {1} from ModelDeployment {0}")]
     ConsumeAnnotation(String, &'static str, #[source] kube::Error),
@@ -65,6 +73,8 @@ impl Error {
             Error::Prune(..) => "PruneFailed",
             Error::PatchStatus(..) => "PatchStatusFailed",
             Error::ConsumeAnnotation(..) => "ConsumeAnnotationFailed",
+            Error::Route(_, e) => e.reason(),
+            Error::RouteUnusable(_, reason, _) => reason,
         }
     }
 }

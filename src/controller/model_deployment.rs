@@ -9,7 +9,7 @@ use kube::{Resource, ResourceExt};
 use super::resources::Owner;
 use super::{Context, Error, apply, observe};
 use crate::api::ModelDeployment;
-use crate::plan;
+use crate::plan::{self, RouteObservation};
 
 /// Reconciles one ModelDeployment.
 pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -26,7 +26,7 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         namespace,
         reference,
     };
-    let observed = observe::observe(&ctx.client, &owner).await?;
+    let observed = observe::observe(&ctx.client, &owner, md.spec.traffic_routing.as_ref()).await?;
     let plan = plan::plan(&md, &observed);
     let writes = apply::apply(&ctx.client, &ctx.recorder, &md, &owner, &observed, &plan).await?;
     if writes.0 > 0 {
@@ -39,6 +39,14 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
             message = plan.status.message.as_deref().unwrap_or(""),
             "reconciled"
         );
+    }
+    // A traffic-split object that cannot be used is in the status now; retry with backoff.
+    if let Some(RouteObservation::Fault { reason, message }) = &observed.route {
+        return Err(Error::RouteUnusable(
+            format!("{}/{}", owner.namespace, owner.name),
+            reason,
+            message.clone(),
+        ));
     }
     ctx.record_success(&ObjectRef::from(md.as_ref()));
     let requeue = plan.requeue_after.map_or(ctx.resync, |d| d.min(ctx.resync));

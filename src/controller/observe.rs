@@ -10,9 +10,10 @@ use kube::{Client, ResourceExt};
 
 use super::Error;
 use super::resources::{Owner, canary_service_name, stable_service_name};
-use crate::api::{labels, owned_annotations};
-use crate::plan::{Observed, ObservedDeployment, ObservedRevision, ServiceTarget};
+use crate::api::{TrafficRouting, labels, owned_annotations};
+use crate::plan::{CanaryStepState, Observed, ObservedDeployment, ObservedRevision, RouteObservation, ServiceTarget};
 use crate::revision::Snapshot;
+use crate::traffic::{Backends, Router, TrafficRouter};
 
 /// The current time, to the second (status timestamps have second precision, so a plan
 /// made from a re-read status compares equal).
@@ -28,8 +29,9 @@ fn revision_label(obj: &impl ResourceExt) -> Option<i64> {
     obj.labels().get(labels::REVISION).and_then(|v| v.parse().ok())
 }
 
-/// Reads the ControllerRevisions, Deployments and Services of one ModelDeployment.
-pub async fn observe(client: &Client, owner: &Owner) -> Result<Observed, Error> {
+/// Reads the ControllerRevisions, Deployments and Services of one ModelDeployment, and the
+/// weights on its traffic-split object.
+pub async fn observe(client: &Client, owner: &Owner, routing: Option<&TrafficRouting>) -> Result<Observed, Error> {
     let key = format!("{}/{}", owner.namespace, owner.name);
     let selector = ListParams::default().labels(&format!("{}={}", labels::MODEL_DEPLOYMENT, owner.name));
     let crs: Api<ControllerRevision> = Api::namespaced(client.clone(), &owner.namespace);
@@ -89,13 +91,34 @@ pub async fn observe(client: &Client, owner: &Owner) -> Result<Observed, Error> 
     let stable_service = service_target(stable_service_name(&owner.name)).await?;
     let canary_service = service_target(canary_service_name(&owner.name)).await?;
 
+    let route = match routing.and_then(|r| router_for(client, owner, r)) {
+        Some(router) => Some(match router.weights().await {
+            Ok(w) => RouteObservation::Weights(w),
+            Err(e) => RouteObservation::Fault {
+                reason: e.reason(),
+                message: e.to_string(),
+            },
+        }),
+        None => None,
+    };
+
     Ok(Observed {
+        route,
         now: now(),
         revisions,
         deployments,
         stable_service,
         canary_service,
     })
+}
+
+/// The router of a ModelDeployment's `trafficRouting`.
+pub fn router_for(client: &Client, owner: &Owner, routing: &TrafficRouting) -> Option<Router> {
+    let backends = Backends {
+        stable: stable_service_name(&owner.name),
+        canary: canary_service_name(&owner.name),
+    };
+    Router::for_routing(client.clone(), routing, &owner.namespace, backends)
 }
 
 /// Whether a Deployment is up to date with all desired replicas available.
@@ -111,10 +134,15 @@ pub fn observe_deployment(d: &Deployment) -> ObservedDeployment {
         .annotations()
         .get(owned_annotations::PROGRESS_STARTED_AT)
         .and_then(|v| v.parse::<Timestamp>().ok());
+    let canary_step = d
+        .annotations()
+        .get(owned_annotations::CANARY_STEP)
+        .and_then(|v| CanaryStepState::from_annotation(v));
     ObservedDeployment {
         replicas,
         ready_replicas: status.ready_replicas.unwrap_or(0),
         available,
         progress_started_at,
+        canary_step,
     }
 }

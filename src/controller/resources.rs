@@ -91,6 +91,9 @@ pub fn deployment(owner: &Owner, revision: i64, snapshot: &Snapshot, desired: &D
     if let Some(t) = desired.progress_started_at {
         annotations.insert(owned_annotations::PROGRESS_STARTED_AT.to_string(), t.to_string());
     }
+    if let Some(step) = desired.canary_step {
+        annotations.insert(owned_annotations::CANARY_STEP.to_string(), step.to_annotation());
+    }
     let mut metadata = meta(owner, revision_object_name(&owner.name, revision), selector.clone());
     metadata.annotations = Some(annotations);
     Deployment {
@@ -176,6 +179,7 @@ mod tests {
             replicas: 2,
             create: true,
             progress_started_at: None,
+            canary_step: None,
         };
         let d = deployment(&owner(), 3, &snapshot(), &desired);
         assert_eq!(d.metadata.name.as_deref(), Some("chat-r3"));

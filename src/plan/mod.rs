@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use crate::api::ModelDeploymentStatus;
 use crate::revision::Snapshot;
 
-pub use rollout::{ANNOTATION_ACCEPTED, deployment_name, plan};
+pub use rollout::{ANNOTATION_ACCEPTED, TRAFFIC_ROUTED, deployment_name, parse_duration, plan};
 
 /// A revision as stored in the cluster (its ControllerRevision).
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +38,55 @@ pub struct ObservedDeployment {
     pub available: bool,
     /// When the current rollout of this revision started (its annotation).
     pub progress_started_at: Option<Timestamp>,
+    /// The canary step being run and when it started (its annotation).
+    pub canary_step: Option<CanaryStepState>,
+}
+
+/// Where a canary is in its steps: persisted on the canary Deployment so a restarted
+/// operator resumes the same step with the same clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CanaryStepState {
+    /// Index into `spec.strategy.canary.steps`.
+    pub index: i32,
+    /// When that step started.
+    pub started_at: Timestamp,
+}
+
+impl CanaryStepState {
+    /// The annotation value: `<index> <RFC 3339 time>`.
+    pub fn to_annotation(&self) -> String {
+        format!("{} {}", self.index, self.started_at)
+    }
+
+    /// Parses [`CanaryStepState::to_annotation`]'s format.
+    ///
+    /// ```
+    /// use rollguard::plan::CanaryStepState;
+    /// let s = CanaryStepState { index: 2, started_at: "2026-11-23T10:00:00Z".parse().unwrap() };
+    /// assert_eq!(CanaryStepState::from_annotation(&s.to_annotation()), Some(s));
+    /// assert_eq!(CanaryStepState::from_annotation("garbage"), None);
+    /// ```
+    pub fn from_annotation(value: &str) -> Option<CanaryStepState> {
+        let (index, at) = value.trim().split_once(' ')?;
+        Some(CanaryStepState {
+            index: index.parse().ok()?,
+            started_at: at.trim().parse().ok()?,
+        })
+    }
+}
+
+/// What the traffic-split object showed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteObservation {
+    /// The weights on it.
+    Weights(crate::traffic::Weights),
+    /// It could not be used: a stable reason and a message.
+    Fault {
+        /// CamelCase reason, such as `RouteNotFound`.
+        reason: &'static str,
+        /// What is wrong, naming the object.
+        message: String,
+    },
 }
 
 /// What the controller saw for one ModelDeployment.
@@ -53,6 +102,8 @@ pub struct Observed {
     pub stable_service: Option<ServiceTarget>,
     /// The revision the canary Service selects, if the Service exists.
     pub canary_service: Option<ServiceTarget>,
+    /// The traffic-split object, when `spec.trafficRouting` names one.
+    pub route: Option<RouteObservation>,
 }
 
 /// What a Service points at.
@@ -73,6 +124,8 @@ pub struct DesiredDeployment {
     pub create: bool,
     /// The progress clock annotation to carry.
     pub progress_started_at: Option<Timestamp>,
+    /// The canary step annotation to carry.
+    pub canary_step: Option<CanaryStepState>,
 }
 
 /// An Event to publish after the status write succeeded.
@@ -107,6 +160,8 @@ pub struct Plan {
     pub events: Vec<PlannedEvent>,
     /// When to look again at the latest (a deadline), besides watch events.
     pub requeue_after: Option<Duration>,
+    /// The canary weight the traffic-split object should carry (None: leave it).
+    pub route_weight: Option<i32>,
 }
 
 #[cfg(test)]

@@ -10,16 +10,58 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::annotations::{self, Request, RollbackTarget};
-use super::{DesiredDeployment, Observed, Plan, PlannedEvent, ServiceTarget};
+use super::annotations::{self, Promote, Request, RollbackTarget};
+use super::{CanaryStepState, DesiredDeployment, Observed, Plan, PlannedEvent, RouteObservation, ServiceTarget};
 use crate::api::{
-    ModelDeployment, Phase, RevisionPhase, RevisionRecord, RollbackMode, RollbackRecord, RollbackTrigger,
+    CanaryStep, ModelDeployment, Phase, RevisionPhase, RevisionRecord, RollbackMode, RollbackRecord, RollbackTrigger,
 };
 use crate::conditions::{self, Desired, reasons, types};
 use crate::revision::{self, Snapshot};
 
 /// Condition type that reports the last rollguard annotation handled.
 pub const ANNOTATION_ACCEPTED: &str = "AnnotationAccepted";
+
+/// Condition type that reports whether the traffic-split object can be used.
+pub const TRAFFIC_ROUTED: &str = "TrafficRouted";
+
+/// A Go-style duration (`30s`, `5m`, `1h30m`, `1.5s`, `250ms`) as a signed duration; None
+/// for anything else.
+///
+/// ```
+/// use rollguard::plan::parse_duration;
+/// assert_eq!(parse_duration("1h30m").map(|d| d.as_secs()), Some(5400));
+/// assert_eq!(parse_duration("250ms").map(|d| d.as_millis()), Some(250));
+/// assert_eq!(parse_duration("5 minutes"), None);
+/// ```
+pub fn parse_duration(text: &str) -> Option<SignedDuration> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total_ms: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let (num, tail) = rest.split_at(num_end);
+        let value: f64 = num.parse().ok()?;
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_end);
+        let factor = match unit {
+            "ms" => 1.0,
+            "s" => 1_000.0,
+            "m" => 60_000.0,
+            "h" => 3_600_000.0,
+            _ => return None,
+        };
+        total_ms += value * factor;
+        rest = tail;
+    }
+    if !total_ms.is_finite() || total_ms > 1e15 {
+        return None;
+    }
+    Some(SignedDuration::from_millis(total_ms.round() as i64))
+}
 
 /// Decides what the world should look like for `md`, given what was observed.
 ///
@@ -54,9 +96,13 @@ struct Planner<'a> {
     events: Vec<PlannedEvent>,
     consume: Vec<&'static str>,
     annotation_condition: Option<(bool, &'static str, String)>,
-    promote_requested: bool,
+    promote_requested: Option<Promote>,
     reset_progress: BTreeSet<i64>,
     requeue_after: Option<Duration>,
+    /// Desired canary weight on the route object while a canary runs.
+    canary_weight: Option<i32>,
+    /// The canary step to persist on the canary Deployment.
+    canary_step: Option<CanaryStepState>,
 }
 
 impl<'a> Planner<'a> {
@@ -145,9 +191,11 @@ impl<'a> Planner<'a> {
             events,
             consume: Vec::new(),
             annotation_condition: None,
-            promote_requested: false,
+            promote_requested: None,
             reset_progress: BTreeSet::new(),
             requeue_after: None,
+            canary_weight: None,
+            canary_step: None,
         }
     }
 
@@ -348,10 +396,10 @@ impl<'a> Planner<'a> {
                     );
                 }
             }
-            Request::Promote(_step_or_full) => {
+            Request::Promote(how) => {
                 if self.rolling_out() {
                     // Handled in `progress` once the revision is Available; kept until then.
-                    self.promote_requested = true;
+                    self.promote_requested = Some(how);
                 } else {
                     self.accepted(key, "NothingToPromote", "no rollout waiting for promotion".into());
                 }
@@ -475,23 +523,21 @@ impl<'a> Planner<'a> {
             self.message = format!("revision {t} (version {version}) serves all traffic");
             return;
         }
-        if self.md.spec.strategy.canary.is_some() {
-            self.phase = Phase::Paused;
-            self.stalled_reason = "CanaryNotImplemented";
-            self.message =
-                format!("canary steps are not implemented in this build; revision {stable} keeps all traffic");
-            return;
-        }
         if !self.available(t) {
             self.wait_or_fail(t);
+            return;
+        }
+        if let Some(canary) = &self.md.spec.strategy.canary {
+            let steps = canary.steps.clone();
+            self.run_canary_steps(t, stable, &steps);
             return;
         }
         let auto = self.md.spec.strategy.blue_green.as_ref().is_none_or(|b| b.auto_promote);
         if self.md.spec.paused {
             self.phase = Phase::Paused;
             self.message = format!("revision {t} is Available; spec.paused is true");
-        } else if auto || self.promote_requested {
-            if self.promote_requested {
+        } else if auto || self.promote_requested.is_some() {
+            if self.promote_requested.is_some() {
                 self.consume.push(crate::api::annotations::PROMOTE);
                 self.annotation_condition = Some((true, "Handled", format!("promoted revision {t}")));
             }
@@ -513,6 +559,102 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Runs the canary steps of `t` (Available) against `stable`: one reconcile moves as far
+    /// as the steps allow, and the step and its start time go onto the canary Deployment.
+    ///
+    /// Worked example: steps [setWeight 10, pause 5m, setWeight 100]. At step 0 the plan
+    /// asks for weight 10; once the route reads 10, step 1 starts and the phase is Paused
+    /// until 5m have passed; step 2 asks for 100; once read back, the steps are done: the
+    /// stable Service moves to `t`, the weights return to 100/0 on stable and `t` is promoted.
+    fn run_canary_steps(&mut self, t: i64, stable: i64, steps: &[CanaryStep]) {
+        let total = steps.len();
+        let observed_step = self.obs.deployments.get(&t).and_then(|d| d.canary_step);
+        let mut state = observed_step.unwrap_or(CanaryStepState {
+            index: 0,
+            started_at: self.now,
+        });
+        let current = match &self.obs.route {
+            Some(RouteObservation::Weights(w)) => Some(w.canary),
+            _ => None,
+        };
+        if let Some(RouteObservation::Fault { message, .. }) = &self.obs.route {
+            self.canary_step = Some(state);
+            self.phase = Phase::Progressing;
+            self.message = format!("canary revision {t} waits: {message}");
+            return;
+        }
+        if self.promote_requested == Some(Promote::Full) {
+            self.consume.push(crate::api::annotations::PROMOTE);
+            self.annotation_condition = Some((true, "Handled", format!("promoted revision {t} fully")));
+            state = CanaryStepState {
+                index: total as i32,
+                started_at: self.now,
+            };
+        }
+        let step_of = |i: i32| usize::try_from(i).ok().and_then(|i| steps.get(i));
+        let next = |i: i32, now| CanaryStepState {
+            index: i + 1,
+            started_at: now,
+        };
+        while let Some(step) = step_of(state.index) {
+            let label = format!("step {} of {total}", state.index + 1);
+            let at = current.unwrap_or(0);
+            if let Some(weight) = step.set_weight {
+                if current == Some(weight) {
+                    state = next(state.index, self.now);
+                    continue;
+                }
+                if self.md.spec.paused {
+                    self.phase = Phase::Paused;
+                    self.message = format!("canary revision {t} at {at}% ({label}); spec.paused is true");
+                } else {
+                    self.canary_weight = Some(weight);
+                    self.phase = Phase::Progressing;
+                    self.message = format!("canary revision {t} at {at}%, setting {weight}% ({label})");
+                    self.requeue_after = Some(Duration::from_millis(200));
+                }
+                self.canary_step = Some(state);
+                return;
+            }
+            let pause = step.pause.as_ref().and_then(|p| p.duration.as_ref());
+            match pause.map(|d| parse_duration(&d.0)) {
+                Some(Some(d)) => {
+                    let ends = state.started_at.checked_add(d).unwrap_or(state.started_at);
+                    if self.now >= ends && !self.md.spec.paused {
+                        state = next(state.index, self.now);
+                        continue;
+                    }
+                    if self.now < ends {
+                        let left = self.now.duration_until(ends).unsigned_abs();
+                        self.requeue_after = Some(left + Duration::from_millis(200));
+                    }
+                    self.phase = Phase::Paused;
+                    self.message = format!("canary revision {t} at {at}% ({label}), paused until {ends}");
+                }
+                _ if self.promote_requested == Some(Promote::Step) && !self.md.spec.paused => {
+                    self.consume.push(crate::api::annotations::PROMOTE);
+                    self.annotation_condition = Some((true, "Handled", format!("{label} promoted")));
+                    state = next(state.index, self.now);
+                    continue;
+                }
+                _ => {
+                    self.phase = Phase::Paused;
+                    self.message = format!(
+                        "canary revision {t} at {at}% ({label}), paused: annotate rollguard.dev/promote=true to go on"
+                    );
+                }
+            }
+            self.canary_step = Some(state);
+            return;
+        }
+        // All steps done: the stable Service moves to t, then the weights return to stable.
+        let version = self.version_of(t);
+        let _ = stable;
+        self.promote(t, "canary steps completed");
+        self.phase = Phase::Healthy;
+        self.message = format!("revision {t} (version {version}) serves all traffic");
+    }
+
     /// Waits for `rev` to become Available, or fails it at the progress deadline.
     fn wait_or_fail(&mut self, rev: i64) {
         let deadline_secs = i64::from(self.md.spec.progress_deadline_seconds.max(0));
@@ -524,7 +666,7 @@ impl<'a> Planner<'a> {
             let left = self.now.duration_until(deadline).unsigned_abs();
             self.requeue_after = Some(left + Duration::from_millis(500));
             self.phase = Phase::Progressing;
-            let promote = if self.promote_requested {
+            let promote = if self.promote_requested.is_some() {
                 "; promote requested"
             } else {
                 ""
@@ -541,7 +683,7 @@ impl<'a> Planner<'a> {
             self.readiness(rev)
         );
         self.set_phase(rev, RevisionPhase::Failed, Some(reason.clone()));
-        if self.promote_requested {
+        if self.promote_requested.is_some() {
             self.consume.push(crate::api::annotations::PROMOTE);
         }
         self.event(true, "ProgressDeadlineExceeded", format!("revision {rev} {reason}"));
@@ -566,6 +708,10 @@ impl<'a> Planner<'a> {
     // ----- the desired world -------------------------------------------------------------
 
     fn finish(mut self) -> Plan {
+        if let Some(RouteObservation::Fault { reason, message }) = &self.obs.route {
+            let (reason, message) = (*reason, message.clone());
+            self.event(true, reason, format!("{message}; traffic left unchanged, retrying"));
+        }
         let t = self.target;
         let rolling_out = self.rolling_out();
         let mut live: BTreeSet<i64> = self.stable.into_iter().collect();
@@ -609,12 +755,19 @@ impl<'a> Planner<'a> {
             } else {
                 observed.and_then(|d| d.progress_started_at)
             };
+            // The step of a running canary; gone once it ends, so a later rollout starts at 0.
+            let canary_step = if rev == t && rolling_out {
+                self.canary_step.or(observed.and_then(|d| d.canary_step))
+            } else {
+                None
+            };
             deployments.insert(
                 rev,
                 DesiredDeployment {
                     replicas,
                     create: running,
                     progress_started_at,
+                    canary_step,
                 },
             );
         }
@@ -634,6 +787,22 @@ impl<'a> Planner<'a> {
             port: port_of(r),
         });
 
+        // The route carries canary weight only while a canary runs; otherwise all traffic
+        // goes to the stable Service.
+        let route_weight = match (&self.md.spec.traffic_routing, rolling_out) {
+            (None, _) => None,
+            (Some(_), true) => self.canary_weight,
+            (Some(_), false) => Some(0),
+        };
+        let observed_weight = match &self.obs.route {
+            Some(RouteObservation::Weights(w)) => Some(w.canary),
+            _ => None,
+        };
+        let canary_step_index = if rolling_out && self.md.spec.strategy.canary.is_some() {
+            self.canary_step.map(|s| s.index)
+        } else {
+            None
+        };
         let generation = self.md.metadata.generation.unwrap_or(0);
         let current = self.md.status.clone().unwrap_or_default();
         let desired = self.conditions();
@@ -644,8 +813,8 @@ impl<'a> Planner<'a> {
             current_revision: Some(t),
             stable_revision: self.stable,
             canary_revision: rolling_out.then_some(t),
-            canary_weight: None,
-            current_step_index: None,
+            canary_weight: if rolling_out { observed_weight } else { None },
+            current_step_index: canary_step_index,
             history: self.history.values().rev().cloned().collect(),
             last_rollback: self.last_rollback.clone(),
             analysis: current.analysis.clone(),
@@ -661,6 +830,7 @@ impl<'a> Planner<'a> {
             consume: self.consume,
             events: self.events,
             requeue_after: self.requeue_after,
+            route_weight,
         }
     }
 
@@ -695,6 +865,20 @@ impl<'a> Planner<'a> {
                 ]
             }
         };
+        match &self.obs.route {
+            Some(RouteObservation::Fault { reason, message }) => {
+                out.push(Desired::new(TRAFFIC_ROUTED, Some(false), reason, message.clone()));
+            }
+            Some(RouteObservation::Weights(_)) => {
+                out.push(Desired::new(
+                    TRAFFIC_ROUTED,
+                    Some(true),
+                    "RouteReady",
+                    "the traffic-split object is usable",
+                ));
+            }
+            None => {}
+        }
         if let Some((ok, reason, message)) = &self.annotation_condition {
             out.push(Desired::new(ANNOTATION_ACCEPTED, Some(*ok), reason, message.clone()));
         }

@@ -38,6 +38,8 @@ struct World {
     canary_service: Option<ServiceTarget>,
     blocked: BTreeSet<i64>,
     last_plan: Option<Plan>,
+    /// The canary weight on the route object, when the ModelDeployment has one.
+    route: Option<i32>,
 }
 
 impl World {
@@ -51,6 +53,7 @@ impl World {
             canary_service: None,
             blocked: BTreeSet::new(),
             last_plan: None,
+            route: None,
         }
     }
 
@@ -61,6 +64,12 @@ impl World {
             deployments: self.deployments.clone(),
             stable_service: self.stable_service,
             canary_service: self.canary_service,
+            route: self
+                .md
+                .spec
+                .traffic_routing
+                .as_ref()
+                .map(|_| RouteObservation::Weights(crate::traffic::Weights::canary_at(self.route.unwrap_or(0)))),
         }
     }
 
@@ -98,6 +107,7 @@ impl World {
                 ready_replicas: 0,
                 available: false,
                 progress_started_at: None,
+                canary_step: None,
             });
             if d.replicas != want.replicas {
                 d.available = want.replicas == 0;
@@ -105,10 +115,23 @@ impl World {
             }
             d.replicas = want.replicas;
             d.progress_started_at = want.progress_started_at;
+            d.canary_step = want.canary_step;
         }
         for rev in &p.prune {
             self.deployments.remove(rev);
             self.revisions.retain(|r| r.number != *rev);
+        }
+        // Invariant: canary weight only goes to an Available revision.
+        if let (Some(w), Some(canary)) = (p.route_weight, p.status.canary_revision)
+            && w > 0
+        {
+            assert!(
+                obs.deployments.get(&canary).is_some_and(|d| d.available),
+                "weight {w} on unavailable r{canary}"
+            );
+        }
+        if let Some(w) = p.route_weight {
+            self.route = Some(w);
         }
         self.stable_service = p.stable_service.or(self.stable_service);
         self.canary_service = p.canary_service.or(self.canary_service);
@@ -148,6 +171,13 @@ impl World {
             .annotations
             .get_or_insert_with(Default::default)
             .insert(key.into(), value.into());
+    }
+
+    fn advance(&mut self, secs: i64) {
+        self.now = self
+            .now
+            .checked_add(jiff::SignedDuration::from_secs(secs))
+            .expect("time");
     }
 
     fn status(&self) -> crate::api::ModelDeploymentStatus {
@@ -354,6 +384,122 @@ fn manual_promotion_waits_for_the_annotation_and_a_git_revert_needs_none() {
     assert!(p.new_revision.is_none());
 }
 
+fn canary(steps: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "strategy": {"canary": {"steps": steps}},
+        "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}}
+    })
+}
+
+#[test]
+fn canary_walks_its_steps_pauses_and_promotes_at_the_end() {
+    let steps = serde_json::json!([
+        {"setWeight": 10}, {"pause": {"duration": "5m"}}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]);
+    let mut w = World::new(md("v1", canary(steps)));
+    w.settle();
+    assert_eq!(w.route, Some(0), "all traffic on stable");
+    w.set_version("v2");
+    w.blocked.insert(2);
+    let p = w.step();
+    assert_eq!(p.route_weight, None, "no weight before the canary is Available");
+    w.blocked.clear();
+    w.step();
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(10));
+    let p = w.step();
+    assert_eq!(p.status.phase, Some(Phase::Paused), "timed pause");
+    assert_eq!(p.status.canary_weight, Some(10));
+    assert_eq!(p.status.current_step_index, Some(1));
+    assert!(
+        p.requeue_after.is_some_and(|d| d.as_secs() > 200),
+        "requeued at the end of the pause"
+    );
+    w.advance(300);
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(50));
+    let p = w.step();
+    assert_eq!(p.status.current_step_index, Some(3));
+    assert!(
+        p.status
+            .message
+            .clone()
+            .unwrap_or_default()
+            .contains("canary revision 2 at 50% (step 4 of 5)"),
+        "{:?}",
+        p.status.message
+    );
+    let p = w.settle();
+    assert_eq!(p.status.phase, Some(Phase::Paused), "an open pause holds");
+    assert_eq!(p.status.stable_revision, Some(1));
+    w.annotate(PROMOTE, "true");
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(100));
+    assert!(p.consume.contains(&PROMOTE));
+    let p = w.step();
+    assert_eq!(p.status.stable_revision, Some(2), "promoted at the end of the steps");
+    assert_eq!(p.stable_service.map(|s| s.revision), Some(2));
+    assert_eq!(p.route_weight, Some(0), "weights return to stable");
+    assert_eq!(
+        p.deployments.get(&1).map(|d| d.replicas),
+        Some(2),
+        "the old revision stays warm"
+    );
+    assert_eq!(
+        p.deployments.get(&2).and_then(|d| d.canary_step),
+        None,
+        "the step annotation is dropped"
+    );
+}
+
+#[test]
+fn promote_full_skips_the_remaining_steps_and_abort_returns_all_traffic() {
+    let steps = serde_json::json!([{"setWeight": 10}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]);
+    let mut w = World::new(md("v1", canary(steps)));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    assert_eq!(w.route, Some(10));
+    w.annotate(PROMOTE, "full");
+    w.step();
+    assert_eq!(w.status().stable_revision, Some(2));
+    assert_eq!(w.route, Some(0));
+
+    w.set_version("v3");
+    w.settle();
+    assert_eq!(w.route, Some(10));
+    w.annotate(ABORT, "true");
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(0), "abort sets the canary weight to 0 at once");
+    assert_eq!(p.status.phase, Some(Phase::Degraded));
+    assert_eq!(w.phase_of(3), Some(RevisionPhase::RolledBack));
+}
+
+#[test]
+fn a_route_fault_holds_the_canary_and_says_why() {
+    let steps = serde_json::json!([{"setWeight": 10}]);
+    let mut w = World::new(md("v1", canary(steps)));
+    w.settle();
+    w.set_version("v2");
+    w.step();
+    w.step();
+    let mut obs = w.observed();
+    obs.route = Some(RouteObservation::Fault {
+        reason: "RouteNotFound",
+        message: "HTTPRoute llm/chat not found".into(),
+    });
+    let p = plan(&w.md, &obs);
+    assert_eq!(p.status.stable_revision, Some(1));
+    assert!(
+        p.status
+            .message
+            .clone()
+            .unwrap_or_default()
+            .contains("HTTPRoute llm/chat not found")
+    );
+    let c = crate::conditions::find(&p.status.conditions, TRAFFIC_ROUTED).expect("TrafficRouted");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "RouteNotFound"));
+}
+
 #[derive(Clone, Debug)]
 enum Action {
     Version(u8),
@@ -390,9 +536,14 @@ proptest! {
     /// (asserted in `World::step`), revision numbers only grow, history stays bounded and
     /// unique, and a settled world is a fixed point.
     #[test]
-    fn invariants_hold_for_any_sequence(actions in proptest::collection::vec(action(), 1..40), auto in any::<bool>(), warm in 0i32..3) {
-        let mut w = World::new(md("v0", serde_json::json!({
-            "strategy": {"blueGreen": {"autoPromote": auto}}, "warmRevisions": warm, "progressDeadlineSeconds": 30})));
+    fn invariants_hold_for_any_sequence(actions in proptest::collection::vec(action(), 1..40), auto in any::<bool>(), warm in 0i32..3, use_canary in any::<bool>()) {
+        let mut extra = serde_json::json!({
+            "strategy": {"blueGreen": {"autoPromote": auto}}, "warmRevisions": warm, "progressDeadlineSeconds": 30});
+        if use_canary {
+            extra["strategy"] = serde_json::json!({"canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}, {"pause": {"duration": "10s"}}]}});
+            extra["trafficRouting"] = serde_json::json!({"smi": {"trafficSplit": "chat"}});
+        }
+        let mut w = World::new(md("v0", extra));
         for a in actions {
             match a {
                 Action::Version(v) => w.set_version(&format!("v{v}")),
@@ -420,9 +571,13 @@ proptest! {
             prop_assert!(s.current_revision.is_some_and(|c| revs.contains(&c)));
         }
         w.blocked.clear();
+        w.annotate(PROMOTE, "full");
         w.settle();
         let obs = w.observed();
         let again = plan(&w.md, &obs);
         prop_assert_eq!(Some(&again.status), w.md.status.as_ref(), "settled world is a fixed point");
+        if use_canary && w.status().canary_revision.is_none() {
+            prop_assert_eq!(w.route, Some(0), "no canary: all traffic on stable");
+        }
     }
 }

@@ -1,0 +1,199 @@
+//! Canary steps on a Gateway API HTTPRoute, against the local control plane.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, PostParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use rollguard::api::{Phase, RevisionPhase};
+use rollguard::traffic::{Backends, Target, Weights, gateway_api};
+use serde_json::json;
+use support::*;
+
+const SECS_60: Duration = Duration::from_secs(60);
+
+fn routes(apis: &Apis) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    Api::namespaced_with(
+        apis.client.clone(),
+        &apis.namespace,
+        &ApiResource::from_gvk_with_plural(&gvk, "httproutes"),
+    )
+}
+
+async fn create_route(apis: &Apis) {
+    let route: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "chat"},
+        "spec": {"parentRefs": [{"name": "gateway"}], "hostnames": ["llm.example.com"],
+                 "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
+                            "backendRefs": [{"name": "chat", "port": 8000}]}]}
+    }))
+    .expect("route");
+    routes(apis)
+        .create(&PostParams::default(), &route)
+        .await
+        .expect("creating HTTPRoute");
+}
+
+async fn route_weights(apis: &Apis) -> Option<Weights> {
+    let obj = serde_json::to_value(routes(apis).get("chat").await.ok()?).ok()?;
+    let target = Target {
+        namespace: apis.namespace.clone(),
+        name: "chat".into(),
+        backends: Backends {
+            stable: "chat".into(),
+            canary: "chat-canary".into(),
+        },
+        routes: vec![],
+    };
+    (gateway_api::ROUTE_KIND.read)(&obj, &target)
+}
+
+async fn wait_weight(apis: &Apis, canary: i32) -> Instant {
+    let seen = wait_for(SECS_60, || async {
+        (route_weights(apis).await?.canary == canary).then(Instant::now)
+    })
+    .await;
+    seen.unwrap_or_else(|| panic!("the HTTPRoute never carried canary weight {canary}"))
+}
+
+fn canary_spec(steps: serde_json::Value) -> serde_json::Value {
+    json!({"strategy": {"canary": {"steps": steps}}, "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}}})
+}
+
+async fn setup(prefix: &str) -> (TestNamespace, Apis, Operator) {
+    let cluster = cluster().await;
+    apply_router_crds(&cluster.client).await;
+    let ns = TestNamespace::create(&cluster.client, prefix).await;
+    let apis = Apis::new(&cluster.client, &ns.name);
+    create_route(&apis).await;
+    let op = Operator::start_with(&ns.name, &["--resync-seconds", "2"]);
+    (ns, apis, op)
+}
+
+#[tokio::test]
+async fn canary_weights_on_the_httproute_follow_the_steps() {
+    let (_ns, apis, _op) = setup("canary").await;
+    let steps =
+        json!([{"setWeight": 10}, {"pause": {"duration": "3s"}}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]);
+    apis.roll_out("chat", &["v1"], 1, canary_spec(steps)).await;
+
+    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    let at_10 = wait_weight(&apis, 10).await;
+    let at_50 = wait_weight(&apis, 50).await;
+    assert!(
+        at_50 - at_10 >= Duration::from_secs(2),
+        "the 3s pause was held ({:?})",
+        at_50 - at_10
+    );
+    let md = apis
+        .wait_md("chat", "open pause at step 4", SECS_60, |md| {
+            md.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Some(Phase::Paused) && s.current_step_index == Some(3))
+        })
+        .await;
+    let status = md.status.expect("status");
+    assert_eq!(status.canary_weight, Some(50));
+    assert_eq!(status.canary_revision, Some(2));
+    assert!(
+        status
+            .message
+            .clone()
+            .unwrap_or_default()
+            .contains("canary revision 2 at 50% (step 4 of 5)"),
+        "{:?}",
+        status.message
+    );
+    // The open pause holds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(route_weights(&apis).await.map(|w| w.canary), Some(50));
+    assert_eq!(apis.service_revision("chat").await, Some(1));
+
+    apis.annotate("chat", "rollguard.dev/promote", "true").await;
+    let md = apis.wait_healthy("chat", 2).await;
+    assert_eq!(apis.service_revision("chat").await, Some(2));
+    wait_weight(&apis, 0).await;
+    assert_eq!(route_weights(&apis).await, Some(Weights { stable: 100, canary: 0 }));
+    assert_eq!(
+        md.status
+            .as_ref()
+            .and_then(|s| s.history.iter().find(|h| h.revision == 1))
+            .map(|h| h.phase),
+        Some(RevisionPhase::Superseded)
+    );
+    assert_eq!(
+        apis.deployment_replicas("chat-r1").await,
+        Some(1),
+        "the old revision stays warm"
+    );
+}
+
+#[tokio::test]
+async fn promote_full_skips_the_steps_and_abort_sets_the_weight_to_zero() {
+    let (_ns, apis, _op) = setup("canary-abort").await;
+    let steps = json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}, {"pause": {}}]);
+    apis.roll_out("chat", &["v1"], 1, canary_spec(steps)).await;
+
+    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    wait_weight(&apis, 20).await;
+    apis.annotate("chat", "rollguard.dev/promote", "full").await;
+    apis.wait_healthy("chat", 2).await;
+    wait_weight(&apis, 0).await;
+
+    apis.patch_spec("chat", json!({"model": {"version": "v3"}})).await;
+    wait_weight(&apis, 20).await;
+    apis.annotate("chat", "rollguard.dev/abort", "true").await;
+    wait_weight(&apis, 0).await;
+    let md = apis
+        .wait_md("chat", "Degraded after abort", SECS_60, |md| {
+            md.status.as_ref().is_some_and(|s| s.phase == Some(Phase::Degraded))
+        })
+        .await;
+    let status = md.status.expect("status");
+    assert_eq!(status.stable_revision, Some(2));
+    assert_eq!(apis.service_revision("chat").await, Some(2));
+}
+
+#[tokio::test]
+async fn a_missing_route_gets_a_condition_and_a_warning_and_traffic_stays() {
+    let cluster = cluster().await;
+    apply_router_crds(&cluster.client).await;
+    let ns = TestNamespace::create(&cluster.client, "canary-fault").await;
+    let apis = Apis::new(&cluster.client, &ns.name);
+    let _op = Operator::start_with(&ns.name, &["--resync-seconds", "2"]);
+    let spec = json!({"strategy": {"canary": {"steps": [{"setWeight": 10}]}}, "trafficRouting": {"gatewayAPI": {"httpRoute": "absent"}}});
+    apis.create(&model_deployment("chat", "v1", 1, spec)).await;
+    let md = apis
+        .wait_md("chat", "TrafficRouted=False", SECS_60, |md| {
+            md.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "TrafficRouted" && c.status == "False" && c.reason == "RouteNotFound")
+            })
+        })
+        .await;
+    let c = md
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "TrafficRouted"))
+        .expect("condition");
+    assert!(c.message.contains("absent"), "{}", c.message);
+    let warned = wait_for(SECS_60, || async {
+        let events = apis.events("chat", "RouteNotFound").await;
+        events
+            .iter()
+            .any(|e| e.type_.as_deref() == Some("Warning"))
+            .then_some(())
+    })
+    .await;
+    assert!(warned.is_some(), "a Warning Event RouteNotFound");
+    // The first revision needs no weights: it serves through the stable Service.
+    apis.wait_md("chat", "stable r1", SECS_60, |md| {
+        md.status.as_ref().is_some_and(|s| s.stable_revision == Some(1))
+    })
+    .await;
+    assert_eq!(apis.service_revision("chat").await, Some(1));
+}
