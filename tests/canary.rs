@@ -59,6 +59,34 @@ async fn wait_weight(apis: &Apis, canary: i32) -> Instant {
     seen.unwrap_or_else(|| panic!("the HTTPRoute never carried canary weight {canary}"))
 }
 
+/// Records every canary weight the route object carries, from a watch.
+fn record_weights(apis: &Apis) -> std::sync::Arc<std::sync::Mutex<Vec<i32>>> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let target = Target {
+        namespace: apis.namespace.clone(),
+        name: "chat".into(),
+        backends: Backends {
+            stable: "chat".into(),
+            canary: "chat-canary".into(),
+        },
+        routes: vec![],
+    };
+    let stream = watcher(routes(apis), watcher::Config::default().fields("metadata.name=chat")).applied_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(Ok(obj)) = stream.next().await {
+            let value = serde_json::to_value(obj).unwrap_or_default();
+            if let (Some(w), Ok(mut v)) = ((gateway_api::ROUTE_KIND.read)(&value, &target), sink.lock()) {
+                v.push(w.canary);
+            }
+        }
+    });
+    seen
+}
+
 fn canary_spec(steps: serde_json::Value) -> serde_json::Value {
     json!({"strategy": {"canary": {"steps": steps}}, "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}}})
 }
@@ -196,4 +224,69 @@ async fn a_missing_route_gets_a_condition_and_a_warning_and_traffic_stays() {
     })
     .await;
     assert_eq!(apis.service_revision("chat").await, Some(1));
+}
+
+#[tokio::test]
+async fn blue_green_with_a_router_switches_the_weights_in_one_write() {
+    let (_ns, apis, _op) = setup("bg-router").await;
+    let spec = json!({"strategy": {"blueGreen": {"autoPromote": true}}, "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}}});
+    apis.roll_out("chat", &["v1"], 1, spec).await;
+    let seen = record_weights(&apis);
+    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    apis.wait_healthy("chat", 2).await;
+    wait_weight(&apis, 0).await;
+    assert_eq!(apis.service_revision("chat").await, Some(2));
+    let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
+    let mut changes = seen.clone();
+    changes.dedup();
+    assert_eq!(
+        changes.iter().skip_while(|w| **w == 0).copied().collect::<Vec<_>>(),
+        vec![100, 0],
+        "weights went 0 -> 100 in one write, then back to stable: {seen:?}"
+    );
+    let history = routes(&apis)
+        .get("chat")
+        .await
+        .expect("route")
+        .metadata
+        .managed_fields
+        .unwrap_or_default();
+    assert!(history.iter().any(|m| m.manager.as_deref() == Some("rollguard")));
+}
+
+#[tokio::test]
+async fn an_operator_restart_in_the_middle_of_a_step_resumes_it() {
+    let cluster = cluster().await;
+    apply_router_crds(&cluster.client).await;
+    let ns = TestNamespace::create(&cluster.client, "canary-restart").await;
+    let apis = Apis::new(&cluster.client, &ns.name);
+    create_route(&apis).await;
+    let start = || Operator::start_with(&ns.name, &["--resync-seconds", "2"]);
+    let mut op = start();
+    let steps = json!([{"setWeight": 10}, {"pause": {"duration": "4s"}}, {"setWeight": 50}, {"pause": {}}]);
+    apis.roll_out("chat", &["v1"], 1, canary_spec(steps)).await;
+    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    let at_10 = wait_weight(&apis, 10).await;
+    // Killed during the timed pause, down for a second.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    op.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(route_weights(&apis).await.map(|w| w.canary), Some(10));
+    op = start();
+    let at_50 = wait_weight(&apis, 50).await;
+    assert!(
+        at_50 - at_10 >= Duration::from_secs(3),
+        "the pause was not skipped ({:?})",
+        at_50 - at_10
+    );
+    let md = apis
+        .wait_md("chat", "open pause at step 4", SECS_60, |md| {
+            md.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Some(Phase::Paused) && s.current_step_index == Some(3))
+        })
+        .await;
+    let revs: Vec<i64> = md.status.expect("status").history.iter().map(|h| h.revision).collect();
+    assert_eq!(revs, vec![2, 1]);
+    drop(op);
 }

@@ -536,10 +536,20 @@ impl<'a> Planner<'a> {
         if self.md.spec.paused {
             self.phase = Phase::Paused;
             self.message = format!("revision {t} is Available; spec.paused is true");
-        } else if auto || self.promote_requested.is_some() {
+        } else if auto || self.promote_requested.is_some() || self.switch_started(t) {
             if self.promote_requested.is_some() {
                 self.consume.push(crate::api::annotations::PROMOTE);
                 self.annotation_condition = Some((true, "Handled", format!("promoted revision {t}")));
+            }
+            if self.md.spec.traffic_routing.is_some() {
+                // With a traffic-split object, the switch is the weights going 0 -> 100 in
+                // one write; once read back, the Services follow and weights return to stable.
+                let switch = [CanaryStep {
+                    set_weight: Some(100),
+                    pause: None,
+                }];
+                self.run_canary_steps(t, stable, &switch);
+                return;
             }
             self.promote(
                 t,
@@ -557,6 +567,11 @@ impl<'a> Planner<'a> {
                 "revision {t} (version {version}) is Available on the preview Service; annotate rollguard.dev/promote=true to switch traffic"
             );
         }
+    }
+
+    /// Whether a blue/green switch of `t` through the traffic-split object has begun.
+    fn switch_started(&self, t: i64) -> bool {
+        self.obs.deployments.get(&t).is_some_and(|d| d.canary_step.is_some())
     }
 
     /// Runs the canary steps of `t` (Available) against `stable`: one reconcile moves as far

@@ -500,6 +500,27 @@ fn a_route_fault_holds_the_canary_and_says_why() {
     assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "RouteNotFound"));
 }
 
+#[test]
+fn blue_green_with_a_router_switches_the_weights_0_to_100_in_one_write() {
+    let mut w = World::new(md(
+        "v1",
+        serde_json::json!({"strategy": {"blueGreen": {"autoPromote": false}}, "trafficRouting": {"istio": {"virtualService": "chat"}}}),
+    ));
+    w.settle();
+    w.set_version("v2");
+    let p = w.settle();
+    assert_eq!(p.status.phase, Some(Phase::Paused));
+    assert_eq!(w.route, Some(0));
+    w.annotate(PROMOTE, "true");
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(100), "one write to 100");
+    assert_eq!(p.stable_service.map(|s| s.revision), Some(1));
+    let p = w.step();
+    assert_eq!(p.status.stable_revision, Some(2));
+    assert_eq!(p.stable_service.map(|s| s.revision), Some(2));
+    assert_eq!(p.route_weight, Some(0));
+}
+
 #[derive(Clone, Debug)]
 enum Action {
     Version(u8),
@@ -536,10 +557,13 @@ proptest! {
     /// (asserted in `World::step`), revision numbers only grow, history stays bounded and
     /// unique, and a settled world is a fixed point.
     #[test]
-    fn invariants_hold_for_any_sequence(actions in proptest::collection::vec(action(), 1..40), auto in any::<bool>(), warm in 0i32..3, use_canary in any::<bool>()) {
+    fn invariants_hold_for_any_sequence(actions in proptest::collection::vec(action(), 1..40), auto in any::<bool>(), warm in 0i32..3, mode in 0u8..3) {
         let mut extra = serde_json::json!({
             "strategy": {"blueGreen": {"autoPromote": auto}}, "warmRevisions": warm, "progressDeadlineSeconds": 30});
-        if use_canary {
+        if mode == 2 {
+            extra["trafficRouting"] = serde_json::json!({"gatewayAPI": {"httpRoute": "chat"}});
+        }
+        if mode == 1 {
             extra["strategy"] = serde_json::json!({"canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}, {"pause": {"duration": "10s"}}]}});
             extra["trafficRouting"] = serde_json::json!({"smi": {"trafficSplit": "chat"}});
         }
@@ -576,7 +600,7 @@ proptest! {
         let obs = w.observed();
         let again = plan(&w.md, &obs);
         prop_assert_eq!(Some(&again.status), w.md.status.as_ref(), "settled world is a fixed point");
-        if use_canary && w.status().canary_revision.is_none() {
+        if mode > 0 && w.status().canary_revision.is_none() {
             prop_assert_eq!(w.route, Some(0), "no canary: all traffic on stable");
         }
     }
