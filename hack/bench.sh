@@ -16,4 +16,4 @@ if ! { [[ -f .local-cluster/kubeconfig ]] && .local-cluster/bin/kubectl --kubeco
   STARTED_CLUSTER=1
   bash "$ROOT/hack/cluster-up.sh"
 fi
-ROLLGUARD_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" cargo bench --bench rollback_latency
+ROLLGUARD_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" cargo bench --bench rollback_latency --bench canary_latency

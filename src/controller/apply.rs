@@ -9,6 +9,7 @@ use kube::{Client, Resource};
 use super::resources::{self, Owner, canary_service_name, stable_service_name};
 use super::{Error, FIELD_MANAGER, observe};
 use crate::api::ModelDeployment;
+use crate::api::annotations::PROMOTE;
 use crate::plan::{Observed, Plan, RouteObservation, ServiceTarget};
 use crate::revision::Snapshot;
 use crate::traffic::TrafficRouter;
@@ -37,6 +38,20 @@ pub async fn apply(
 ) -> Result<Writes, Error> {
     let ns = &owner.namespace;
     let mut writes = 0u32;
+    let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), ns);
+    let key = format!("{ns}/{}", owner.name);
+
+    // A promote moves a rollout one step on: not idempotent. It is claimed (removed) before
+    // anything is done, so a crash in between loses it rather than applying it twice.
+    if plan.consume.contains(&PROMOTE) {
+        let claimed = consume(&mds, md, PROMOTE)
+            .await
+            .map_err(|e| Error::ConsumeAnnotation(key.clone(), PROMOTE, e))?;
+        if !claimed {
+            return Err(Error::AnnotationChanged(key, PROMOTE));
+        }
+        writes += 1;
+    }
 
     if let Some((rev, snapshot)) = &plan.new_revision {
         let crs: Api<ControllerRevision> = Api::namespaced(client.clone(), ns);
@@ -155,8 +170,6 @@ pub async fn apply(
         }
     }
 
-    let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), ns);
-    let key = format!("{ns}/{}", owner.name);
     if md.status.as_ref() != Some(&plan.status) {
         let patch = serde_json::json!({
             "apiVersion": "rollguard.dev/v1alpha1",
@@ -169,29 +182,12 @@ pub async fn apply(
         writes += 1;
     }
 
-    let annotations = md.metadata.annotations.clone().unwrap_or_default();
-    for key_name in &plan.consume {
-        let Some(value) = annotations.get(*key_name) else {
-            continue;
-        };
-        // Remove it only if it still holds the value that was handled: a new request
-        // written meanwhile is kept for the next reconcile.
-        let path = format!(
-            "/metadata/annotations/{}",
-            key_name.replace('~', "~0").replace('/', "~1")
-        );
-        let ops: json_patch::Patch = serde_json::from_value(serde_json::json!([
-            {"op": "test", "path": path, "value": value},
-            {"op": "remove", "path": path},
-        ]))
-        .map_err(|_| Error::MissingObjectKey("a valid annotation path"))?;
-        match mds
-            .patch(&owner.name, &PatchParams::default(), &Patch::<()>::Json(ops))
+    for key_name in plan.consume.iter().filter(|k| **k != PROMOTE) {
+        if consume(&mds, md, key_name)
             .await
+            .map_err(|e| Error::ConsumeAnnotation(key.clone(), key_name, e))?
         {
-            Ok(_) => writes += 1,
-            Err(e) if is_status(&e, 422) || is_status(&e, 404) => {}
-            Err(e) => return Err(Error::ConsumeAnnotation(key.clone(), key_name, e)),
+            writes += 1;
         }
     }
 
@@ -215,6 +211,28 @@ pub async fn apply(
         }
     }
     Ok(Writes(writes))
+}
+
+/// Removes annotation `key` if it still holds the value `md` was planned with: a new
+/// request written meanwhile is kept for the next reconcile. Returns whether it was removed.
+async fn consume(mds: &Api<ModelDeployment>, md: &ModelDeployment, key: &str) -> Result<bool, kube::Error> {
+    let Some(value) = md.metadata.annotations.as_ref().and_then(|a| a.get(key)) else {
+        return Ok(false);
+    };
+    let path = format!("/metadata/annotations/{}", key.replace('~', "~0").replace('/', "~1"));
+    let ops: json_patch::Patch = match serde_json::from_value(serde_json::json!([
+        {"op": "test", "path": path, "value": value},
+        {"op": "remove", "path": path},
+    ])) {
+        Ok(ops) => ops,
+        Err(_) => return Ok(false),
+    };
+    let name = md.metadata.name.clone().unwrap_or_default();
+    match mds.patch(&name, &PatchParams::default(), &Patch::<()>::Json(ops)).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_status(&e, 422) || is_status(&e, 404) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {

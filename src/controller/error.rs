@@ -9,6 +9,10 @@ pub enum Error {
     #[error("object has no {0}")]
     MissingObjectKey(&'static str),
 
+    /// Reading the ModelDeployment failed.
+    #[error("failed to read ModelDeployment {0}")]
+    GetModelDeployment(String, #[source] kube::Error),
+
     /// Listing the ControllerRevisions of a ModelDeployment failed.
     #[error("failed to list ControllerRevisions of {0}")]
     ListRevisions(String, #[source] kube::Error),
@@ -53,6 +57,10 @@ pub enum Error {
     #[error("traffic-split object of ModelDeployment {0} cannot be used ({1}): {2}")]
     RouteUnusable(String, &'static str, String),
 
+    /// An annotation changed between observe and apply; planned again from fresh state.
+    #[error("annotation {1} of ModelDeployment {0} changed while it was handled")]
+    AnnotationChanged(String, &'static str),
+
     /// Removing a handled annotation failed.
     #[error("failed to remove annotation {1} from ModelDeployment {0}")]
     ConsumeAnnotation(String, &'static str, #[source] kube::Error),
@@ -63,6 +71,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::MissingObjectKey(_) => "MissingObjectKey",
+            Error::GetModelDeployment(..) => "GetModelDeploymentFailed",
             Error::ListRevisions(..) => "ListRevisionsFailed",
             Error::ListDeployments(..) => "ListDeploymentsFailed",
             Error::GetService(..) => "GetServiceFailed",
@@ -75,6 +84,7 @@ impl Error {
             Error::ConsumeAnnotation(..) => "ConsumeAnnotationFailed",
             Error::Route(_, e) => e.reason(),
             Error::RouteUnusable(_, reason, _) => reason,
+            Error::AnnotationChanged(..) => "AnnotationChanged",
         }
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 
 use super::resources::Owner;
 use super::{Context, Error, apply, observe};
@@ -12,8 +12,22 @@ use crate::api::ModelDeployment;
 use crate::plan::{self, RouteObservation};
 
 /// Reconciles one ModelDeployment.
-pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = md.namespace().ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+pub async fn reconcile(cached: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = cached
+        .namespace()
+        .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+    // The watch cache can lag behind this operator's own last writes (status, then the
+    // removal of a handled annotation); planning from it could handle a request twice.
+    // Read the object fresh: one GET per reconcile.
+    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(md) = api
+        .get_opt(&cached.name_any())
+        .await
+        .map_err(|e| Error::GetModelDeployment(format!("{namespace}/{}", cached.name_any()), e))?
+    else {
+        return Ok(Action::await_change());
+    };
+    let md = Arc::new(md);
     let reference = md
         .controller_owner_ref(&())
         .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
