@@ -152,7 +152,18 @@ async fn main() {
             (s.canary_weight == Some(1) && s.current_step_index == Some(1)).then_some(())
         })
         .await;
-        assert!(at_first.is_some(), "abort run {i}: the canary did not start");
+        if at_first.is_none() {
+            let md = apis.md.get("chat").await.expect("get");
+            let s = md.status.expect("status");
+            panic!(
+                "abort run {i}: the canary did not start: {:?} {:?} stable {:?} current {:?} history {:?}",
+                s.phase,
+                s.message,
+                s.stable_revision,
+                s.current_revision,
+                s.history.iter().map(|h| (h.revision, h.phase)).collect::<Vec<_>>()
+            );
+        }
         abort_samples.push(time_until_weight(&apis, &routes, "rollguard.dev/abort", "true", 0).await);
     }
 

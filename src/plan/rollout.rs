@@ -169,6 +169,14 @@ impl<'a> Planner<'a> {
                 reason: None,
             });
         }
+        // A rollout the spec moved away from before it finished is over: that revision is
+        // Superseded, so it is neither rolled out again nor counted as in progress.
+        for h in history.values_mut() {
+            if h.revision != target && h.phase == RevisionPhase::Progressing {
+                h.phase = RevisionPhase::Superseded;
+                h.reason = Some(format!("replaced by revision {target} before it was promoted"));
+            }
+        }
         // The stable revision: status, else what the stable Service selects.
         let stable = status
             .stable_revision

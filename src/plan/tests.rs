@@ -593,6 +593,8 @@ proptest! {
                 prop_assert!(revs.contains(&stable), "the stable revision is never pruned");
             }
             prop_assert!(s.current_revision.is_some_and(|c| revs.contains(&c)));
+            let progressing: Vec<i64> = s.history.iter().filter(|h| h.phase == RevisionPhase::Progressing).map(|h| h.revision).collect();
+            prop_assert!(progressing.iter().all(|r| Some(*r) == s.current_revision), "only the spec's revision progresses: {:?}", progressing);
         }
         w.blocked.clear();
         w.annotate(PROMOTE, "full");
