@@ -18,6 +18,10 @@ echo "==> kubectl apply -f crds/" >&2
 kubectl apply -f crds/
 kubectl wait --for=condition=Established crd/modeldeployments.rollguard.dev crd/rollbackpolicies.rollguard.dev --timeout=60s
 
+echo "==> installing the Gateway API HTTPRoute CRD from the gateway-api Go module" >&2
+kubectl apply --server-side --force-conflicts -f "$(bash hack/router-crds.sh | head -n 1)" >/dev/null
+kubectl wait --for=condition=Established crd/httproutes.gateway.networking.k8s.io --timeout=60s
+
 echo "==> kubectl apply -n $NS -f examples/" >&2
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f -
 kubectl apply -n "$NS" -f examples/

@@ -53,6 +53,7 @@ async fn kubectl_apply_of_crds_succeeds_and_they_become_established() {
 #[tokio::test]
 async fn every_example_is_accepted_by_the_api_server() {
     let cluster = cluster().await;
+    apply_router_crds(&cluster.client).await;
     let ns = TestNamespace::create(&cluster.client, "examples").await;
     let mut kinds = Vec::new();
     for path in yaml_files(&repo_root().join("examples")) {
