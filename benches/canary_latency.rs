@@ -17,7 +17,7 @@ use futures::StreamExt;
 use kube::api::{Api, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::{WatchStreamExt, watcher};
-use rollguard::traffic::{Backends, Target, gateway_api};
+use rollguard::traffic::gateway_api;
 use serde_json::json;
 use support::*;
 
@@ -41,15 +41,7 @@ fn report(name: &str, mut samples: Vec<Duration>) {
 
 /// Writes an annotation at `start` and waits for the route to carry canary weight `want`.
 async fn time_until_weight(apis: &Apis, routes: &Api<DynamicObject>, key: &str, value: &str, want: i32) -> Duration {
-    let target = Target {
-        namespace: apis.namespace.clone(),
-        name: "chat".into(),
-        backends: Backends {
-            stable: "chat".into(),
-            canary: "chat-canary".into(),
-        },
-        routes: vec![],
-    };
+    let target = route_target(&apis.namespace, "chat");
     let stream = watcher(routes.clone(), watcher::Config::default().fields("metadata.name=chat")).applied_objects();
     let mut stream = std::pin::pin!(stream.peekable());
     let _ = stream.as_mut().peek().await;

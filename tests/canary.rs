@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use kube::api::{Api, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use rollguard::api::{Phase, RevisionPhase};
-use rollguard::traffic::{Backends, Target, Weights, gateway_api};
+use rollguard::traffic::{Weights, gateway_api};
 use serde_json::json;
 use support::*;
 
@@ -39,15 +39,7 @@ async fn create_route(apis: &Apis) {
 
 async fn route_weights(apis: &Apis) -> Option<Weights> {
     let obj = serde_json::to_value(routes(apis).get("chat").await.ok()?).ok()?;
-    let target = Target {
-        namespace: apis.namespace.clone(),
-        name: "chat".into(),
-        backends: Backends {
-            stable: "chat".into(),
-            canary: "chat-canary".into(),
-        },
-        routes: vec![],
-    };
+    let target = route_target(&apis.namespace, "chat");
     (gateway_api::ROUTE_KIND.read)(&obj, &target)
 }
 
@@ -65,15 +57,7 @@ fn record_weights(apis: &Apis) -> std::sync::Arc<std::sync::Mutex<Vec<i32>>> {
     use kube::runtime::{WatchStreamExt, watcher};
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = seen.clone();
-    let target = Target {
-        namespace: apis.namespace.clone(),
-        name: "chat".into(),
-        backends: Backends {
-            stable: "chat".into(),
-            canary: "chat-canary".into(),
-        },
-        routes: vec![],
-    };
+    let target = route_target(&apis.namespace, "chat");
     let stream = watcher(routes(apis), watcher::Config::default().fields("metadata.name=chat")).applied_objects();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);

@@ -5,7 +5,7 @@ mod support;
 use kube::api::{Api, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use rollguard::traffic::{
-    Backends, RouteKind, Router, RouterError, Target, TrafficRouter, Weights, api_served, gateway_api, istio, smi,
+    RouteKind, Router, RouterError, Target, TrafficRouter, Weights, api_served, gateway_api, istio, smi,
 };
 use serde_json::{Value, json};
 use support::*;
@@ -20,15 +20,7 @@ fn api_for(client: &kube::Client, ns: &str, kind: &RouteKind) -> Api<DynamicObje
 }
 
 fn target(ns: &str, name: &str) -> Target {
-    Target {
-        namespace: ns.to_string(),
-        name: name.to_string(),
-        backends: Backends {
-            stable: "chat".into(),
-            canary: "chat-canary".into(),
-        },
-        routes: Vec::new(),
-    }
+    route_target(ns, name)
 }
 
 async fn create(client: &kube::Client, ns: &str, kind: &RouteKind, name: &str, spec: Value) -> Value {
@@ -140,7 +132,7 @@ async fn each_router_sets_the_weights_of_each_step_and_user_fields_survive() {
                 }
             }
         }
-        // Only our field manager entry is rollguard's, and the user's other fields are not ours.
+        // rollguard's writes are recorded under its own field manager.
         let after = api_for(&cluster.client, &ns.name, kind).get(&name).await.expect("get");
         assert!(
             after

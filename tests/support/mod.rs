@@ -547,6 +547,20 @@ impl Drop for FakeNode {
 
 // ----- router CRDs ---------------------------------------------------------------------
 
+/// The route object `name` in `ns`, splitting traffic between the Services `chat` and
+/// `chat-canary` (the ModelDeployment `chat` of the tests).
+pub fn route_target(ns: &str, name: &str) -> rollguard::traffic::Target {
+    rollguard::traffic::Target {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        backends: rollguard::traffic::Backends {
+            stable: "chat".into(),
+            canary: "chat-canary".into(),
+        },
+        routes: Vec::new(),
+    }
+}
+
 /// Installs the upstream CRDs of HTTPRoute, TrafficSplit and VirtualService, taken from the
 /// projects' Go modules by `hack/router-crds.sh`, and waits until they are Established.
 /// SMI's module ships its CRD as `apiextensions.k8s.io/v1beta1`, which Kubernetes no longer
