@@ -274,3 +274,56 @@ async fn an_operator_restart_in_the_middle_of_a_step_resumes_it() {
     assert_eq!(revs, vec![2, 1]);
     drop(op);
 }
+
+#[tokio::test]
+async fn a_route_that_does_not_reference_our_services_holds_the_canary_and_is_left_alone() {
+    let (_ns, apis, _op) = setup("canary-unrelated").await;
+    // The route "chat" of setup() references the Service chat; this one does not.
+    let other: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "unrelated"},
+        "spec": {"rules": [{"backendRefs": [{"name": "someone-else", "port": 80}]}]}
+    }))
+    .expect("route");
+    let created = routes(&apis)
+        .create(&PostParams::default(), &other)
+        .await
+        .expect("creating HTTPRoute");
+    let spec = json!({"strategy": {"canary": {"steps": [{"setWeight": 10}]}}, "trafficRouting": {"gatewayAPI": {"httpRoute": "unrelated"}}});
+    apis.roll_out("chat", &["v1"], 1, spec).await;
+    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    let md = apis
+        .wait_md("chat", "TrafficRouted=False", SECS_60, |md| {
+            md.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "TrafficRouted" && c.reason == "RouteNotReferencingServices")
+            })
+        })
+        .await;
+    let status = md.status.expect("status");
+    assert_eq!(status.stable_revision, Some(1), "traffic stays on stable");
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "TrafficRouted")
+        .expect("TrafficRouted");
+    assert!(
+        condition.message.contains("does not reference the Service chat"),
+        "{}",
+        condition.message
+    );
+    let warned = wait_for(SECS_60, || async {
+        let events = apis.events("chat", "RouteNotReferencingServices").await;
+        events
+            .iter()
+            .any(|e| e.type_.as_deref() == Some("Warning"))
+            .then_some(())
+    })
+    .await;
+    assert!(warned.is_some(), "a Warning Event");
+    // Retried with backoff, and the route is never written.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = routes(&apis).get("unrelated").await.expect("get");
+    assert_eq!(after.metadata.resource_version, created.metadata.resource_version);
+    assert_eq!(apis.service_revision("chat").await, Some(1));
+}
