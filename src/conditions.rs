@@ -22,8 +22,6 @@ pub mod types {
 
 /// Condition reasons (CamelCase constants, as Kubernetes expects).
 pub mod reasons {
-    /// A new generation of the spec was observed and is being worked on.
-    pub const NEW_GENERATION: &str = "NewGeneration";
     /// The rollout is in progress.
     pub const PROGRESSING: &str = "Progressing";
     /// Everything is as the spec asks.
@@ -175,7 +173,7 @@ mod tests {
         let t1 = t("2026-01-03T00:00:00Z");
         let d = [
             Desired::new(types::READY, Some(false), reasons::PROGRESSING, "x"),
-            Desired::new(types::RECONCILING, Some(true), reasons::NEW_GENERATION, "y"),
+            Desired::new(types::RECONCILING, Some(true), reasons::PROGRESSING, "y"),
         ];
         let a = merge(&[], &d, 4, &t0);
         let b = merge(&a, &d, 4, &t1);

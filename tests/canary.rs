@@ -71,6 +71,16 @@ fn record_weights(apis: &Apis) -> std::sync::Arc<std::sync::Mutex<Vec<i32>>> {
     seen
 }
 
+/// Waits until the canary is paused at step `index`.
+async fn wait_paused_at(apis: &Apis, index: i32) -> rollguard::api::ModelDeployment {
+    apis.wait_md("chat", &format!("paused at step index {index}"), SECS_60, |md| {
+        md.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(Phase::Paused) && s.current_step_index == Some(index))
+    })
+    .await
+}
+
 fn canary_spec(steps: serde_json::Value) -> serde_json::Value {
     json!({"strategy": {"canary": {"steps": steps}}, "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}}})
 }
@@ -100,13 +110,7 @@ async fn canary_weights_on_the_httproute_follow_the_steps() {
         "the 3s pause was held ({:?})",
         at_50 - at_10
     );
-    let md = apis
-        .wait_md("chat", "open pause at step 4", SECS_60, |md| {
-            md.status
-                .as_ref()
-                .is_some_and(|s| s.phase == Some(Phase::Paused) && s.current_step_index == Some(3))
-        })
-        .await;
+    let md = wait_paused_at(&apis, 3).await;
     let status = md.status.expect("status");
     assert_eq!(status.canary_weight, Some(50));
     assert_eq!(status.canary_revision, Some(2));
@@ -263,13 +267,7 @@ async fn an_operator_restart_in_the_middle_of_a_step_resumes_it() {
         "the pause was not skipped ({:?})",
         at_50 - at_10
     );
-    let md = apis
-        .wait_md("chat", "open pause at step 4", SECS_60, |md| {
-            md.status
-                .as_ref()
-                .is_some_and(|s| s.phase == Some(Phase::Paused) && s.current_step_index == Some(3))
-        })
-        .await;
+    let md = wait_paused_at(&apis, 3).await;
     let revs: Vec<i64> = md.status.expect("status").history.iter().map(|h| h.revision).collect();
     assert_eq!(revs, vec![2, 1]);
     drop(op);

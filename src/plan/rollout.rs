@@ -512,7 +512,7 @@ impl<'a> Planner<'a> {
             );
             return;
         }
-        let Some(stable) = self.stable else {
+        if self.stable.is_none() {
             // The first revision: nothing to protect, promote once Available.
             if self.available(t) {
                 self.promote(t, "first revision");
@@ -522,7 +522,7 @@ impl<'a> Planner<'a> {
                 self.wait_or_fail(t);
             }
             return;
-        };
+        }
         // A spec that returns to a warm revision that served before (a Git revert).
         let served_before = self.history.get(&t).is_some_and(|h| h.promoted_at.is_some());
         if served_before && self.available(t) {
@@ -537,7 +537,7 @@ impl<'a> Planner<'a> {
         }
         if let Some(canary) = &self.md.spec.strategy.canary {
             let steps = canary.steps.clone();
-            self.run_canary_steps(t, stable, &steps);
+            self.run_canary_steps(t, &steps);
             return;
         }
         let auto = self.md.spec.strategy.blue_green.as_ref().is_none_or(|b| b.auto_promote);
@@ -556,7 +556,7 @@ impl<'a> Planner<'a> {
                     set_weight: Some(100),
                     pause: None,
                 }];
-                self.run_canary_steps(t, stable, &switch);
+                self.run_canary_steps(t, &switch);
                 return;
             }
             self.promote(
@@ -582,14 +582,14 @@ impl<'a> Planner<'a> {
         self.obs.deployments.get(&t).is_some_and(|d| d.canary_step.is_some())
     }
 
-    /// Runs the canary steps of `t` (Available) against `stable`: one reconcile moves as far
+    /// Runs the canary steps of `t` (Available) against the stable revision: one reconcile moves as far
     /// as the steps allow, and the step and its start time go onto the canary Deployment.
     ///
     /// Worked example: steps [setWeight 10, pause 5m, setWeight 100]. At step 0 the plan
     /// asks for weight 10; once the route reads 10, step 1 starts and the phase is Paused
     /// until 5m have passed; step 2 asks for 100; once read back, the steps are done: the
     /// stable Service moves to `t`, the weights return to 100/0 on stable and `t` is promoted.
-    fn run_canary_steps(&mut self, t: i64, stable: i64, steps: &[CanaryStep]) {
+    fn run_canary_steps(&mut self, t: i64, steps: &[CanaryStep]) {
         let total = steps.len();
         let observed_step = self.obs.deployments.get(&t).and_then(|d| d.canary_step);
         let mut state = observed_step.unwrap_or(CanaryStepState {
@@ -672,7 +672,6 @@ impl<'a> Planner<'a> {
         }
         // All steps done: the stable Service moves to t, then the weights return to stable.
         let version = self.version_of(t);
-        let _ = stable;
         self.promote(t, "canary steps completed");
         self.phase = Phase::Healthy;
         self.message = format!("revision {t} (version {version}) serves all traffic");

@@ -249,7 +249,8 @@ impl TrafficRouter for Router {
     async fn set_weight(&self, weight: i32) -> Result<Weights, RouterError> {
         let object = self.get().await?;
         let field = (self.kind.edit)(&object, &self.target, weight).ok_or_else(|| self.not_referenced())?;
-        if object.get("spec").and_then(|s| s.get(self.kind.field)) != Some(&field) {
+        let mut written = object;
+        if written.get("spec").and_then(|s| s.get(self.kind.field)) != Some(&field) {
             // The field is an atomic list upstream: apply it whole, as read, with only the
             // backends and weights changed.
             let patch = json!({
@@ -258,7 +259,8 @@ impl TrafficRouter for Router {
                 "metadata": {"name": self.target.name, "namespace": self.target.namespace},
                 "spec": {self.kind.field: field},
             });
-            self.api()
+            let applied = self
+                .api()
                 .patch(
                     &self.target.name,
                     &PatchParams::apply(crate::FIELD_MANAGER).force(),
@@ -270,8 +272,11 @@ impl TrafficRouter for Router {
                     name: self.target.name.clone(),
                     source,
                 })?;
+            written = serde_json::to_value(applied).unwrap_or_default();
         }
-        self.weights().await
+        // Read back from what the API server returned for the write (or from the object
+        // just read when nothing needed writing): no second GET.
+        (self.kind.read)(&written, &self.target).ok_or_else(|| self.not_referenced())
     }
 
     async fn weights(&self) -> Result<Weights, RouterError> {

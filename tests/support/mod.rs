@@ -161,6 +161,12 @@ where
     }
 }
 
+/// Nearest-rank percentile of sorted samples (benchmarks).
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
 /// A namespace of one test, deleted when dropped.
 pub struct TestNamespace {
     pub name: String,
@@ -476,7 +482,7 @@ impl Apis {
         d.spec.replicas
     }
 
-    /// The Warning Events about a ModelDeployment with the given reason.
+    /// The Events about a ModelDeployment with the given reason (Normal and Warning).
     pub async fn events(&self, name: &str, reason: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
         let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.namespace);
         api.list(&Default::default())
