@@ -2,74 +2,17 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kube::api::{Api, PostParams};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::PostParams;
+use kube::core::DynamicObject;
 use rollguard::api::{Phase, RevisionPhase};
-use rollguard::traffic::{Weights, gateway_api};
+use rollguard::traffic::Weights;
 use serde_json::json;
+use support::httproute::*;
 use support::*;
 
 const SECS_60: Duration = Duration::from_secs(60);
-
-fn routes(apis: &Apis) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
-    Api::namespaced_with(
-        apis.client.clone(),
-        &apis.namespace,
-        &ApiResource::from_gvk_with_plural(&gvk, "httproutes"),
-    )
-}
-
-async fn create_route(apis: &Apis) {
-    let route: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-        "metadata": {"name": "chat"},
-        "spec": {"parentRefs": [{"name": "gateway"}], "hostnames": ["llm.example.com"],
-                 "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
-                            "backendRefs": [{"name": "chat", "port": 8000}]}]}
-    }))
-    .expect("route");
-    routes(apis)
-        .create(&PostParams::default(), &route)
-        .await
-        .expect("creating HTTPRoute");
-}
-
-async fn route_weights(apis: &Apis) -> Option<Weights> {
-    let obj = serde_json::to_value(routes(apis).get("chat").await.ok()?).ok()?;
-    let target = route_target(&apis.namespace, "chat");
-    (gateway_api::ROUTE_KIND.read)(&obj, &target)
-}
-
-async fn wait_weight(apis: &Apis, canary: i32) -> Instant {
-    let seen = wait_for(SECS_60, || async {
-        (route_weights(apis).await?.canary == canary).then(Instant::now)
-    })
-    .await;
-    seen.unwrap_or_else(|| panic!("the HTTPRoute never carried canary weight {canary}"))
-}
-
-/// Records every canary weight the route object carries, from a watch.
-fn record_weights(apis: &Apis) -> std::sync::Arc<std::sync::Mutex<Vec<i32>>> {
-    use futures::StreamExt;
-    use kube::runtime::{WatchStreamExt, watcher};
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    let target = route_target(&apis.namespace, "chat");
-    let stream = watcher(routes(apis), watcher::Config::default().fields("metadata.name=chat")).applied_objects();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(Ok(obj)) = stream.next().await {
-            let value = serde_json::to_value(obj).unwrap_or_default();
-            if let (Some(w), Ok(mut v)) = ((gateway_api::ROUTE_KIND.read)(&value, &target), sink.lock()) {
-                v.push(w.canary);
-            }
-        }
-    });
-    seen
-}
 
 /// Waits until the canary is paused at step `index`.
 async fn wait_paused_at(apis: &Apis, index: i32) -> rollguard::api::ModelDeployment {
@@ -224,13 +167,11 @@ async fn blue_green_with_a_router_switches_the_weights_in_one_write() {
     apis.wait_healthy("chat", 2).await;
     wait_weight(&apis, 0).await;
     assert_eq!(apis.service_revision("chat").await, Some(2));
-    let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
-    let mut changes = seen.clone();
-    changes.dedup();
+    let changes: Vec<i32> = weight_changes(&seen).into_iter().map(|(_, w)| w).collect();
     assert_eq!(
         changes.iter().skip_while(|w| **w == 0).copied().collect::<Vec<_>>(),
         vec![100, 0],
-        "weights went 0 -> 100 in one write, then back to stable: {seen:?}"
+        "weights went 0 -> 100 in one write, then back to stable: {changes:?}"
     );
     let history = routes(&apis)
         .get("chat")

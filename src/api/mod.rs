@@ -51,6 +51,9 @@ pub mod owned_annotations {
     pub const PROGRESS_STARTED_AT: &str = "rollguard.dev/progress-started-at";
     /// The canary step being run and when it started (Deployment): `<index> <time>`.
     pub const CANARY_STEP: &str = "rollguard.dev/canary-step";
+    /// The gradual-rollback step being held and when it started (Deployment of the revision
+    /// being left): `<index> <time>`.
+    pub const ROLLBACK_STEP: &str = "rollguard.dev/rollback-step";
 }
 
 /// Every CRD of the API, in a stable order.

@@ -92,6 +92,7 @@ pub async fn apply(
                 c.replicas != desired.replicas
                     || c.progress_started_at != desired.progress_started_at
                     || c.canary_step != desired.canary_step
+                    || c.rollback_step != desired.rollback_step
             }
         };
         if !differs {

@@ -25,6 +25,10 @@ pub enum Error {
     #[error("failed to read Service {0}")]
     GetService(String, #[source] kube::Error),
 
+    /// Reading the referenced RollbackPolicy failed.
+    #[error("failed to read RollbackPolicy {0}")]
+    GetPolicy(String, #[source] kube::Error),
+
     /// Creating the ControllerRevision of a new revision failed.
     #[error("failed to create ControllerRevision {0}")]
     CreateRevision(String, #[source] kube::Error),
@@ -75,6 +79,7 @@ impl Error {
             Error::ListRevisions(..) => "ListRevisionsFailed",
             Error::ListDeployments(..) => "ListDeploymentsFailed",
             Error::GetService(..) => "GetServiceFailed",
+            Error::GetPolicy(..) => "GetRollbackPolicyFailed",
             Error::CreateRevision(..) => "CreateRevisionFailed",
             Error::RevisionConflict(..) => "RevisionConflict",
             Error::ApplyDeployment(..) => "ApplyDeploymentFailed",

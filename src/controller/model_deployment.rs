@@ -40,7 +40,7 @@ pub async fn reconcile(cached: Arc<ModelDeployment>, ctx: Arc<Context>) -> Resul
         namespace,
         reference,
     };
-    let observed = observe::observe(&ctx.client, &owner, md.spec.traffic_routing.as_ref()).await?;
+    let observed = observe::observe(&ctx.client, &owner, &md).await?;
     let plan = plan::plan(&md, &observed);
     let writes = apply::apply(&ctx.client, &ctx.recorder, &md, &owner, &observed, &plan).await?;
     if writes.0 > 0 {

@@ -10,16 +10,12 @@ use kube::{Client, ResourceExt};
 
 use super::Error;
 use super::resources::{Owner, canary_service_name, stable_service_name};
-use crate::api::{TrafficRouting, labels, owned_annotations};
-use crate::plan::{CanaryStepState, Observed, ObservedDeployment, ObservedRevision, RouteObservation, ServiceTarget};
+use crate::api::{ModelDeployment, RollbackPolicy, TrafficRouting, labels, owned_annotations};
+use crate::plan::{
+    CanaryStepState, Observed, ObservedDeployment, ObservedRevision, PolicyObservation, RouteObservation, ServiceTarget,
+};
 use crate::revision::Snapshot;
 use crate::traffic::{Backends, Router, TrafficRouter};
-
-/// The current time, to the second (status timestamps have second precision, so a plan
-/// made from a re-read status compares equal).
-pub fn now() -> Timestamp {
-    Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now())
-}
 
 fn owned_by(obj: &impl ResourceExt, owner: &Owner) -> bool {
     obj.owner_references().iter().any(|r| r.uid == owner.reference.uid)
@@ -31,7 +27,8 @@ fn revision_label(obj: &impl ResourceExt) -> Option<i64> {
 
 /// Reads the ControllerRevisions, Deployments and Services of one ModelDeployment, and the
 /// weights on its traffic-split object.
-pub async fn observe(client: &Client, owner: &Owner, routing: Option<&TrafficRouting>) -> Result<Observed, Error> {
+pub async fn observe(client: &Client, owner: &Owner, md: &ModelDeployment) -> Result<Observed, Error> {
+    let routing = md.spec.traffic_routing.as_ref();
     let key = format!("{}/{}", owner.namespace, owner.name);
     let selector = ListParams::default().labels(&format!("{}={}", labels::MODEL_DEPLOYMENT, owner.name));
     let crs: Api<ControllerRevision> = Api::namespaced(client.clone(), &owner.namespace);
@@ -102,9 +99,30 @@ pub async fn observe(client: &Client, owner: &Owner, routing: Option<&TrafficRou
         None => None,
     };
 
+    let policy = match &md.spec.rollback_policy_ref {
+        Some(reference) => {
+            let policies: Api<RollbackPolicy> = Api::namespaced(client.clone(), &owner.namespace);
+            let name = &reference.name;
+            let found = policies
+                .get_opt(name)
+                .await
+                .map_err(|e| Error::GetPolicy(format!("{}/{name}", owner.namespace), e))?;
+            Some(match found {
+                Some(p) => PolicyObservation::Found(Box::new(p.spec)),
+                None => PolicyObservation::NotFound(format!(
+                    "spec.rollbackPolicyRef.name: RollbackPolicy {name:?} not found in namespace {}",
+                    owner.namespace
+                )),
+            })
+        }
+        None => None,
+    };
+
     Ok(Observed {
         route,
-        now: now(),
+        policy,
+        // Full precision: the planner truncates status timestamps itself.
+        now: Timestamp::now(),
         revisions,
         deployments,
         stable_service,
@@ -138,7 +156,12 @@ pub fn observe_deployment(d: &Deployment) -> ObservedDeployment {
         .annotations()
         .get(owned_annotations::CANARY_STEP)
         .and_then(|v| CanaryStepState::from_annotation(v));
+    let rollback_step = d
+        .annotations()
+        .get(owned_annotations::ROLLBACK_STEP)
+        .and_then(|v| CanaryStepState::from_annotation(v));
     ObservedDeployment {
+        rollback_step,
         replicas,
         ready_replicas: status.ready_replicas.unwrap_or(0),
         available,

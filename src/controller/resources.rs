@@ -94,6 +94,9 @@ pub fn deployment(owner: &Owner, revision: i64, snapshot: &Snapshot, desired: &D
     if let Some(step) = desired.canary_step {
         annotations.insert(owned_annotations::CANARY_STEP.to_string(), step.to_annotation());
     }
+    if let Some(step) = desired.rollback_step {
+        annotations.insert(owned_annotations::ROLLBACK_STEP.to_string(), step.to_annotation());
+    }
     let mut metadata = meta(owner, revision_object_name(&owner.name, revision), selector.clone());
     metadata.annotations = Some(annotations);
     Deployment {
@@ -180,6 +183,7 @@ mod tests {
             create: true,
             progress_started_at: None,
             canary_step: None,
+            rollback_step: None,
         };
         let d = deployment(&owner(), 3, &snapshot(), &desired);
         assert_eq!(d.metadata.name.as_deref(), Some("chat-r3"));

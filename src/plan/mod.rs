@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use crate::api::ModelDeploymentStatus;
 use crate::revision::Snapshot;
 
-pub use rollout::{ANNOTATION_ACCEPTED, TRAFFIC_ROUTED, deployment_name, parse_duration, plan};
+pub use rollout::{ANNOTATION_ACCEPTED, POLICY_RESOLVED, TRAFFIC_ROUTED, deployment_name, parse_duration, plan};
 
 /// A revision as stored in the cluster (its ControllerRevision).
 #[derive(Clone, Debug, PartialEq)]
@@ -40,6 +40,8 @@ pub struct ObservedDeployment {
     pub progress_started_at: Option<Timestamp>,
     /// The canary step being run and when it started (its annotation).
     pub canary_step: Option<CanaryStepState>,
+    /// The gradual-rollback step being held and when it started (its annotation).
+    pub rollback_step: Option<CanaryStepState>,
 }
 
 /// Where a canary is in its steps: persisted on the canary Deployment so a restarted
@@ -104,6 +106,17 @@ pub struct Observed {
     pub canary_service: Option<ServiceTarget>,
     /// The traffic-split object, when `spec.trafficRouting` names one.
     pub route: Option<RouteObservation>,
+    /// The RollbackPolicy, when `spec.rollbackPolicyRef` names one.
+    pub policy: Option<PolicyObservation>,
+}
+
+/// The RollbackPolicy a ModelDeployment references, as read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PolicyObservation {
+    /// Its spec.
+    Found(Box<crate::api::RollbackPolicySpec>),
+    /// It does not exist: rollbacks run with the defaults (Instant) until it does.
+    NotFound(String),
 }
 
 /// What a Service points at.
@@ -126,6 +139,8 @@ pub struct DesiredDeployment {
     pub progress_started_at: Option<Timestamp>,
     /// The canary step annotation to carry.
     pub canary_step: Option<CanaryStepState>,
+    /// The gradual-rollback step annotation to carry.
+    pub rollback_step: Option<CanaryStepState>,
 }
 
 /// An Event to publish after the status write succeeded.

@@ -11,9 +11,13 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::annotations::{self, Promote, Request, RollbackTarget};
-use super::{CanaryStepState, DesiredDeployment, Observed, Plan, PlannedEvent, RouteObservation, ServiceTarget};
+use super::{
+    CanaryStepState, DesiredDeployment, Observed, Plan, PlannedEvent, PolicyObservation, RouteObservation,
+    ServiceTarget,
+};
 use crate::api::{
-    CanaryStep, ModelDeployment, Phase, RevisionPhase, RevisionRecord, RollbackMode, RollbackRecord, RollbackTrigger,
+    CanaryStep, GradualRollback, ModelDeployment, OnUnhealthy, Phase, RevisionPhase, RevisionRecord, RollbackMode,
+    RollbackRecord, RollbackSpec, RollbackTrigger,
 };
 use crate::conditions::{self, Desired, reasons, types};
 use crate::revision::{self, Snapshot};
@@ -23,6 +27,41 @@ pub const ANNOTATION_ACCEPTED: &str = "AnnotationAccepted";
 
 /// Condition type that reports whether the traffic-split object can be used.
 pub const TRAFFIC_ROUTED: &str = "TrafficRouted";
+
+/// Condition type that reports whether the referenced RollbackPolicy was found.
+pub const POLICY_RESOLVED: &str = "PolicyResolved";
+
+/// A status timestamp: whole seconds, as the API server stores them, so a plan made from a
+/// re-read status compares equal. Clocks of steps and deadlines keep full precision.
+fn stamp(t: Timestamp) -> Time {
+    Time(Timestamp::from_second(t.as_second()).unwrap_or(t))
+}
+
+/// The outcome of one reconcile of a gradual rollback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Walk {
+    /// Traffic is still being walked down.
+    InFlight,
+    /// The revision being left carries no traffic: complete the rollback.
+    Done,
+    /// The walk cannot go on: finish as an instant rollback does.
+    GaveWay,
+}
+
+/// Where traffic stays during one reconcile of a gradual rollback.
+#[derive(Clone, Copy, Debug)]
+struct GradualTraffic {
+    /// The revision being left; it holds the canary weight.
+    from: i64,
+    /// What the stable Service selects (None: leave it).
+    stable: Option<i64>,
+    /// What the canary Service selects.
+    canary: i64,
+    /// The canary weight to write (None: leave it).
+    weight: Option<i32>,
+    /// The step being held, persisted on the Deployment of `from`.
+    step: Option<CanaryStepState>,
+}
 
 /// A Go-style duration (`30s`, `5m`, `1h30m`, `1.5s`, `250ms`) as a signed duration; None
 /// for anything else.
@@ -103,6 +142,12 @@ struct Planner<'a> {
     canary_weight: Option<i32>,
     /// The canary step to persist on the canary Deployment.
     canary_step: Option<CanaryStepState>,
+    /// How rollbacks run (the referenced RollbackPolicy's `rollback`, or the defaults).
+    rollback_spec: RollbackSpec,
+    /// Set while a gradual rollback holds traffic on the revision being left.
+    gradual: Option<GradualTraffic>,
+    /// `rollguard.dev/abort` during a gradual rollback: finish it at once.
+    finish_gradual_now: bool,
 }
 
 impl<'a> Planner<'a> {
@@ -163,7 +208,7 @@ impl<'a> Planner<'a> {
                 } else {
                     RevisionPhase::Superseded
                 },
-                created_at: Some(Time(now)),
+                created_at: Some(stamp(now)),
                 promoted_at: None,
                 rolled_back_at: None,
                 reason: None,
@@ -204,6 +249,12 @@ impl<'a> Planner<'a> {
             requeue_after: None,
             canary_weight: None,
             canary_step: None,
+            rollback_spec: match &obs.policy {
+                Some(PolicyObservation::Found(p)) => p.rollback.clone(),
+                _ => RollbackSpec::default(),
+            },
+            gradual: None,
+            finish_gradual_now: false,
         }
     }
 
@@ -223,7 +274,7 @@ impl<'a> Planner<'a> {
     }
 
     fn set_phase(&mut self, rev: i64, phase: RevisionPhase, reason: Option<String>) {
-        let now = Time(self.now);
+        let now = stamp(self.now);
         if let Some(h) = self.history.get_mut(&rev) {
             h.phase = phase;
             match phase {
@@ -247,6 +298,12 @@ impl<'a> Planner<'a> {
     /// A rollout of the spec's revision towards stable is under way.
     fn rolling_out(&self) -> bool {
         self.stable.is_some_and(|s| s != self.target) && self.phase_of(self.target) == Some(RevisionPhase::Progressing)
+    }
+
+    fn gradual_in_flight(&self) -> bool {
+        self.last_rollback
+            .as_ref()
+            .is_some_and(|r| r.completed_at.is_none() && r.mode == RollbackMode::Gradual)
     }
 
     fn pending_rollback(&self) -> Option<i64> {
@@ -346,6 +403,14 @@ impl<'a> Planner<'a> {
     }
 
     fn manual_rollback(&mut self, key: &'static str, to: i64) {
+        if self.pending_rollback() == Some(to) {
+            self.accepted(
+                key,
+                "AlreadyRollingBack",
+                format!("a rollback to revision {to} is already under way; nothing to do"),
+            );
+            return;
+        }
         if self.stable == Some(to) && self.pending_rollback().is_none() && !self.rolling_out() {
             self.accepted(
                 key,
@@ -388,6 +453,14 @@ impl<'a> Planner<'a> {
                     );
                     self.start_rollback(t, s, RollbackTrigger::Manual, key);
                 }
+                _ if self.gradual_in_flight() => {
+                    self.finish_gradual_now = true;
+                    self.accepted(
+                        key,
+                        "Aborted",
+                        "gradual rollback finishing at once: all traffic to the revision it restores".into(),
+                    );
+                }
                 _ => self.accepted(key, "NothingToAbort", "no rollout in progress; nothing to abort".into()),
             },
             Request::Retry => {
@@ -417,7 +490,29 @@ impl<'a> Planner<'a> {
 
     // ----- transitions -------------------------------------------------------------------
 
+    /// The policy's gradual steps, when rollbacks of this ModelDeployment run gradually.
+    fn gradual_spec(&self) -> Option<GradualRollback> {
+        let spec = &self.rollback_spec;
+        if spec.mode != RollbackMode::Gradual || self.md.spec.traffic_routing.is_none() {
+            return None;
+        }
+        spec.gradual.clone()
+    }
+
     fn start_rollback(&mut self, from: i64, to: i64, trigger: RollbackTrigger, trigger_name: &str) {
+        let mode = if self.gradual_spec().is_some() && from != to {
+            RollbackMode::Gradual
+        } else {
+            if self.rollback_spec.mode == RollbackMode::Gradual {
+                self.event(
+                    false,
+                    "GradualRollbackUnavailable",
+                    "the RollbackPolicy asks for a gradual rollback, which needs spec.trafficRouting; rolling back instantly"
+                        .into(),
+                );
+            }
+            RollbackMode::Instant
+        };
         self.last_rollback = Some(RollbackRecord {
             from_revision: from,
             to_revision: to,
@@ -425,8 +520,8 @@ impl<'a> Planner<'a> {
             trigger_name: Some(trigger_name.to_string()),
             value: None,
             threshold: None,
-            mode: RollbackMode::Instant,
-            started_at: Some(Time(self.now)),
+            mode,
+            started_at: Some(stamp(self.now)),
             completed_at: None,
             verification: None,
         });
@@ -455,21 +550,37 @@ impl<'a> Planner<'a> {
         let Some(to) = self.pending_rollback() else {
             return false;
         };
-        if !self.available(to) {
+        let gradual = self
+            .last_rollback
+            .as_ref()
+            .filter(|r| r.mode == RollbackMode::Gradual)
+            .map(|r| r.from_revision);
+        let walk = match (gradual, self.gradual_spec()) {
+            (Some(from), Some(g)) => Some((from, g)),
+            (Some(_), None) => {
+                // The policy no longer asks for a gradual rollback: that takes effect now.
+                if let Some(r) = self.last_rollback.as_mut() {
+                    r.mode = RollbackMode::Instant;
+                }
+                None
+            }
+            (None, _) => None,
+        };
+        let walked = match walk {
+            Some((from, g)) => self.walk_gradual(from, to, &g),
+            None => Walk::GaveWay,
+        };
+        if walked == Walk::InFlight {
+            return true;
+        }
+        if walked == Walk::GaveWay && !self.available(to) {
             self.phase = Phase::RollingBack;
             self.message = format!("rolling back to revision {to}: {}", self.readiness(to));
             return true;
         }
-        if let Some(old) = self.stable.filter(|s| *s != to && !self.held(*s)) {
-            self.set_phase(
-                old,
-                RevisionPhase::Superseded,
-                Some(format!("replaced by revision {to} in a rollback")),
-            );
-        }
-        self.stable = Some(to);
+        self.take_stable(to);
         self.set_phase(to, RevisionPhase::Stable, Some("restored by a rollback".into()));
-        let now = Time(self.now);
+        let now = stamp(self.now);
         let mut note = String::new();
         if let Some(r) = self.last_rollback.as_mut() {
             r.completed_at = Some(now);
@@ -482,6 +593,145 @@ impl<'a> Planner<'a> {
         }
         self.event(false, "RolledBack", note);
         false
+    }
+
+    /// One reconcile of a gradual rollback from `from` to `to`.
+    ///
+    /// Worked example: steps [50, 20, 5, 0], `from` = canary r4 at 60%, `to` = stable r3.
+    /// The weight goes to 50 (the first step below 60); once read back, 50 is held for
+    /// `stepDuration`, then, if r3's Deployment is Available, 20, and so on; 0 ends it. When
+    /// `from` served all traffic through the stable Service, the canary Service takes it
+    /// first (weight 100 on `from`), then the stable Service moves to `to`, then the walk.
+    fn walk_gradual(&mut self, from: i64, to: i64, g: &GradualRollback) -> Walk {
+        let weight = match &self.obs.route {
+            Some(RouteObservation::Weights(w)) => w.canary,
+            Some(RouteObservation::Fault { message, .. }) => {
+                let why = format!("the traffic-split object cannot be used ({message})");
+                self.gradual_gives_way(from, to, &why);
+                return Walk::GaveWay;
+            }
+            None => {
+                self.gradual_gives_way(from, to, "the traffic-split object was not read");
+                return Walk::GaveWay;
+            }
+        };
+        if self.finish_gradual_now {
+            self.gradual_gives_way(from, to, "rollguard.dev/abort asked to finish it at once");
+            return Walk::GaveWay;
+        }
+        let stable = self.obs.stable_service.map(|s| s.revision);
+        let canary = self.obs.canary_service.map(|s| s.revision);
+        let healthy = self.available(to);
+        let what = format!("rolling back gradually from revision {from} to revision {to}");
+        let mut traffic = GradualTraffic {
+            from,
+            stable,
+            canary: canary.unwrap_or(from),
+            weight: None,
+            step: None,
+        };
+        self.phase = Phase::RollingBack;
+        if stable != Some(to) {
+            if !healthy {
+                self.message = format!("{what}: waiting for revision {to} ({})", self.readiness(to));
+            } else if stable == Some(from) && (weight != 100 || canary != Some(from)) {
+                // All traffic is on `from` through the stable Service: the canary Service
+                // carries it first, so moving the stable Service shifts nothing yet.
+                traffic.canary = from;
+                traffic.weight = Some(100);
+                self.message = format!("{what}: moving revision {from}'s traffic onto the canary Service");
+                self.requeue_after = Some(Duration::from_millis(200));
+            } else {
+                traffic.stable = Some(to);
+                self.take_stable(to);
+                self.message = format!("{what}: revision {to} takes the stable Service");
+                self.requeue_after = Some(Duration::from_millis(200));
+            }
+            self.gradual = Some(traffic);
+            return Walk::InFlight;
+        }
+        if canary != Some(from) || weight <= 0 {
+            return Walk::Done;
+        }
+        let total = g.steps.len();
+        let held = g.steps.iter().position(|s| *s == weight).map(|i| {
+            let index = i32::try_from(i).unwrap_or(i32::MAX);
+            let observed = self.obs.deployments.get(&from).and_then(|d| d.rollback_step);
+            observed.filter(|s| s.index == index).unwrap_or(CanaryStepState {
+                index,
+                started_at: self.now,
+            })
+        });
+        traffic.step = held;
+        let at = match held {
+            Some(s) => format!("revision {from} at {weight}% (step {} of {total})", s.index + 1),
+            None => format!("revision {from} at {weight}%"),
+        };
+        if let Some(s) = held {
+            let hold = parse_duration(&g.step_duration.0).unwrap_or_default();
+            let ends = s.started_at.checked_add(hold).unwrap_or(s.started_at);
+            if self.now < ends {
+                let left = self.now.duration_until(ends).unsigned_abs();
+                self.requeue_after = Some(left + Duration::from_millis(200));
+                self.message = format!("{what}: {at}, next step at {ends}");
+                self.gradual = Some(traffic);
+                return Walk::InFlight;
+            }
+        }
+        if !healthy {
+            let why = format!("revision {to} is not healthy ({})", self.readiness(to));
+            if g.on_unhealthy == OnUnhealthy::Instant {
+                // The policy prefers the stable revision, healthy or not, to the one left.
+                self.event(
+                    true,
+                    "GradualRollbackJumped",
+                    format!("{what}: {why}; onUnhealthy is Instant, so all traffic goes to revision {to} now"),
+                );
+                return Walk::Done;
+            }
+            self.phase = Phase::Paused;
+            self.message = format!("{what}: paused at {weight}%: {why}");
+            let before = self.md.status.as_ref();
+            let was_paused = before.and_then(|s| s.phase) == Some(Phase::Paused)
+                && before
+                    .and_then(|s| s.last_rollback.as_ref())
+                    .is_some_and(|r| r.completed_at.is_none() && r.mode == RollbackMode::Gradual);
+            if !was_paused {
+                self.event(true, "GradualRollbackPaused", self.message.clone());
+            }
+            self.gradual = Some(traffic);
+            return Walk::InFlight;
+        }
+        let next = g.steps.iter().copied().find(|s| *s < weight).unwrap_or(0);
+        traffic.weight = Some(next);
+        self.message = format!("{what}: {at}, setting {next}%");
+        self.requeue_after = Some(Duration::from_millis(200));
+        self.gradual = Some(traffic);
+        Walk::InFlight
+    }
+
+    /// `to` becomes the stable revision of a rollback; the one it replaces is Superseded.
+    fn take_stable(&mut self, to: i64) {
+        if let Some(old) = self.stable.filter(|s| *s != to && !self.held(*s)) {
+            self.set_phase(
+                old,
+                RevisionPhase::Superseded,
+                Some(format!("replaced by revision {to} in a rollback")),
+            );
+        }
+        self.stable = Some(to);
+    }
+
+    /// A gradual rollback that cannot (or should not) go on finishes at once.
+    fn gradual_gives_way(&mut self, from: i64, to: i64, why: &str) {
+        if let Some(r) = self.last_rollback.as_mut() {
+            r.mode = RollbackMode::Instant;
+        }
+        self.event(
+            true,
+            "GradualRollbackFinishedAtOnce",
+            format!("rollback from revision {from} to revision {to} finished at once: {why}"),
+        );
     }
 
     fn progress(&mut self) {
@@ -743,6 +993,9 @@ impl<'a> Planner<'a> {
         if let Some(to) = self.pending_rollback() {
             live.insert(to);
         }
+        if let Some(g) = &self.gradual {
+            live.insert(g.from);
+        }
         let warm_count = usize::try_from(self.md.spec.warm_revisions.max(0)).unwrap_or(0);
         let warm: Vec<i64> = self
             .history
@@ -783,6 +1036,7 @@ impl<'a> Planner<'a> {
             } else {
                 None
             };
+            let rollback_step = self.gradual.filter(|g| g.from == rev).and_then(|g| g.step);
             deployments.insert(
                 rev,
                 DesiredDeployment {
@@ -790,31 +1044,36 @@ impl<'a> Planner<'a> {
                     create: running,
                     progress_started_at,
                     canary_step,
+                    rollback_step,
                 },
             );
         }
 
         let port_of = |rev: i64| self.snapshots.get(&rev).map(|s| s.port).unwrap_or(self.md.spec.port);
-        let stable_service = self.stable.map(|s| ServiceTarget {
-            revision: s,
-            port: port_of(s),
-        });
-        let preview = if rolling_out || self.stable.is_none() {
+        let target_of = |r: i64| ServiceTarget {
+            revision: r,
+            port: port_of(r),
+        };
+        let stable_service = match &self.gradual {
+            Some(g) => g.stable.map(target_of),
+            None => self.stable.map(target_of),
+        };
+        let preview = if let Some(g) = &self.gradual {
+            Some(g.canary)
+        } else if rolling_out || self.stable.is_none() {
             Some(t)
         } else {
             self.stable
         };
-        let canary_service = preview.map(|r| ServiceTarget {
-            revision: r,
-            port: port_of(r),
-        });
+        let canary_service = preview.map(target_of);
 
         // The route carries canary weight only while a canary runs; otherwise all traffic
         // goes to the stable Service.
-        let route_weight = match (&self.md.spec.traffic_routing, rolling_out) {
-            (None, _) => None,
-            (Some(_), true) => self.canary_weight,
-            (Some(_), false) => Some(0),
+        let route_weight = match (&self.md.spec.traffic_routing, rolling_out, &self.gradual) {
+            (None, _, _) => None,
+            (Some(_), _, Some(g)) => g.weight,
+            (Some(_), true, None) => self.canary_weight,
+            (Some(_), false, None) => Some(0),
         };
         let observed_weight = match &self.obs.route {
             Some(RouteObservation::Weights(w)) => Some(w.canary),
@@ -834,13 +1093,20 @@ impl<'a> Planner<'a> {
             message: Some(self.message.clone()),
             current_revision: Some(t),
             stable_revision: self.stable,
-            canary_revision: rolling_out.then_some(t),
-            canary_weight: if rolling_out { observed_weight } else { None },
+            canary_revision: match &self.gradual {
+                Some(g) => Some(g.from),
+                None => rolling_out.then_some(t),
+            },
+            canary_weight: if rolling_out || self.gradual.is_some() {
+                observed_weight
+            } else {
+                None
+            },
             current_step_index: canary_step_index,
             history: self.history.values().rev().cloned().collect(),
             last_rollback: self.last_rollback.clone(),
             analysis: current.analysis.clone(),
-            conditions: conditions::merge(&current.conditions, &desired, generation, &Time(self.now)),
+            conditions: conditions::merge(&current.conditions, &desired, generation, &stamp(self.now)),
         };
         Plan {
             new_revision: self.new_revision,
@@ -897,6 +1163,25 @@ impl<'a> Planner<'a> {
                     Some(true),
                     "RouteReady",
                     "the traffic-split object is usable",
+                ));
+            }
+            None => {}
+        }
+        match &self.obs.policy {
+            Some(PolicyObservation::NotFound(message)) => {
+                out.push(Desired::new(
+                    POLICY_RESOLVED,
+                    Some(false),
+                    "PolicyNotFound",
+                    format!("{message}; rollbacks run with the defaults (Instant)"),
+                ));
+            }
+            Some(PolicyObservation::Found(_)) => {
+                out.push(Desired::new(
+                    POLICY_RESOLVED,
+                    Some(true),
+                    "PolicyFound",
+                    "the RollbackPolicy is in use",
                 ));
             }
             None => {}

@@ -40,6 +40,8 @@ struct World {
     last_plan: Option<Plan>,
     /// The canary weight on the route object, when the ModelDeployment has one.
     route: Option<i32>,
+    /// The referenced RollbackPolicy.
+    policy: Option<PolicyObservation>,
 }
 
 impl World {
@@ -54,6 +56,7 @@ impl World {
             blocked: BTreeSet::new(),
             last_plan: None,
             route: None,
+            policy: None,
         }
     }
 
@@ -70,6 +73,7 @@ impl World {
                 .traffic_routing
                 .as_ref()
                 .map(|_| RouteObservation::Weights(crate::traffic::Weights::canary_at(self.route.unwrap_or(0)))),
+            policy: self.policy.clone(),
         }
     }
 
@@ -108,6 +112,7 @@ impl World {
                 available: false,
                 progress_started_at: None,
                 canary_step: None,
+                rollback_step: None,
             });
             if d.replicas != want.replicas {
                 d.available = want.replicas == 0;
@@ -116,14 +121,18 @@ impl World {
             d.replicas = want.replicas;
             d.progress_started_at = want.progress_started_at;
             d.canary_step = want.canary_step;
+            d.rollback_step = want.rollback_step;
         }
         for rev in &p.prune {
             self.deployments.remove(rev);
             self.revisions.retain(|r| r.number != *rev);
         }
-        // Invariant: canary weight only goes to an Available revision.
+        // Invariant: canary weight only grows on an Available revision (or on the one the
+        // stable Service selects, when a gradual rollback moves its traffic onto the canary
+        // Service: no request changes revision).
         if let (Some(w), Some(canary)) = (p.route_weight, p.status.canary_revision)
-            && w > 0
+            && w > self.route.unwrap_or(0)
+            && obs.stable_service.map(|s| s.revision) != Some(canary)
         {
             assert!(
                 obs.deployments.get(&canary).is_some_and(|d| d.available),
@@ -521,6 +530,213 @@ fn blue_green_with_a_router_switches_the_weights_0_to_100_in_one_write() {
     assert_eq!(p.route_weight, Some(0));
 }
 
+fn gradual_policy(on_unhealthy: &str) -> PolicyObservation {
+    PolicyObservation::Found(Box::new(
+        serde_json::from_value(serde_json::json!({
+            "rollback": {"mode": "Gradual", "gradual": {"steps": [50, 20, 5, 0], "stepDuration": "60s", "onUnhealthy": on_unhealthy}}
+        }))
+        .expect("policy"),
+    ))
+}
+
+/// A canary at 60% (then an open pause), with a gradual rollback policy.
+fn canary_at_60(on_unhealthy: &str) -> World {
+    let steps = serde_json::json!([{"setWeight": 60}, {"pause": {}}]);
+    let mut w = World::new(md("v1", canary(steps)));
+    w.policy = Some(gradual_policy(on_unhealthy));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    assert_eq!(w.route, Some(60));
+    w
+}
+
+/// Steps until the route carries `weight`, returning the seconds it took.
+fn seconds_until_weight(w: &mut World, weight: i32) -> i64 {
+    let start = w.now;
+    for _ in 0..100 {
+        if w.route == Some(weight) {
+            return start.duration_until(w.now).as_secs();
+        }
+        w.step();
+    }
+    panic!("the route never carried {weight}: {:?}", w.status().message);
+}
+
+#[test]
+fn gradual_rollback_walks_the_steps_below_the_weight_holding_each() {
+    let mut w = canary_at_60("Pause");
+    w.annotate(ABORT, "true");
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(50), "the first step below 60");
+    assert_eq!(
+        p.canary_service.map(|s| s.revision),
+        Some(2),
+        "the canary keeps its share"
+    );
+    assert_eq!(p.status.phase, Some(Phase::RollingBack));
+    let record = p.status.last_rollback.clone().expect("lastRollback");
+    assert_eq!(record.mode, crate::api::RollbackMode::Gradual);
+    assert_eq!((record.from_revision, record.to_revision), (2, 1));
+    assert!(record.completed_at.is_none());
+    for (from, to) in [(50, 20), (20, 5), (5, 0)] {
+        let p = w.step();
+        assert_eq!(p.status.canary_weight, Some(from));
+        let index = [50, 20, 5, 0].iter().position(|s| *s == from).map(|i| i as i32);
+        assert_eq!(
+            p.deployments.get(&2).and_then(|d| d.rollback_step).map(|s| s.index),
+            index,
+            "the held step is kept on the Deployment being left"
+        );
+        assert_eq!(p.deployments.get(&2).map(|d| d.replicas), Some(2), "still serving");
+        let held = seconds_until_weight(&mut w, to);
+        assert!((60..=70).contains(&held), "{from}% held {held}s before {to}%");
+    }
+    let p = w.step();
+    assert_eq!(p.status.phase, Some(Phase::Degraded));
+    assert_eq!(p.status.stable_revision, Some(1));
+    assert_eq!(p.canary_service.map(|s| s.revision), Some(1));
+    assert_eq!(
+        p.deployments.get(&2).map(|d| d.replicas),
+        Some(0),
+        "left revision scaled down"
+    );
+    let record = p.status.last_rollback.expect("lastRollback");
+    assert_eq!(record.mode, crate::api::RollbackMode::Gradual);
+    assert!(record.completed_at.is_some());
+}
+
+#[test]
+fn gradual_rollback_pauses_while_the_stable_revision_is_unhealthy() {
+    let mut w = canary_at_60("Pause");
+    w.blocked.insert(1);
+    if let Some(d) = w.deployments.get_mut(&1) {
+        d.available = false;
+        d.ready_replicas = 0;
+    }
+    w.annotate(ABORT, "true");
+    let p = w.step();
+    assert_eq!(p.status.phase, Some(Phase::Paused));
+    assert_eq!(p.route_weight, None, "traffic stays");
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.warning && e.reason == "GradualRollbackPaused")
+    );
+    let message = p.status.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("paused at 60%: revision 1 is not healthy (0/2 replicas ready)"),
+        "{message}"
+    );
+    w.advance(600);
+    let p = w.step();
+    assert_eq!(p.route_weight, None, "still paused");
+    assert!(p.events.is_empty(), "one Event per pause: {:?}", p.events);
+    w.blocked.clear();
+    w.step();
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(50), "goes on once stable is healthy");
+}
+
+#[test]
+fn gradual_rollback_with_on_unhealthy_instant_jumps_to_zero() {
+    let mut w = canary_at_60("Instant");
+    w.annotate(ABORT, "true");
+    w.step();
+    assert_eq!(w.route, Some(50));
+    w.step();
+    w.blocked.insert(1);
+    if let Some(d) = w.deployments.get_mut(&1) {
+        d.available = false;
+    }
+    w.advance(60);
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(0), "jumps to 0");
+    assert!(p.events.iter().any(|e| e.reason == "GradualRollbackJumped"));
+    let record = p.status.last_rollback.expect("lastRollback");
+    assert!(record.completed_at.is_some());
+    assert_eq!(record.mode, crate::api::RollbackMode::Gradual);
+}
+
+#[test]
+fn a_manual_gradual_rollback_from_stable_moves_traffic_to_the_canary_service_first() {
+    let mut w = World::new(md(
+        "v1",
+        serde_json::json!({"trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}}}),
+    ));
+    w.policy = Some(gradual_policy("Pause"));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    assert_eq!(w.status().stable_revision, Some(2));
+    w.annotate(ROLLBACK_TO, "1");
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(100), "r2's traffic onto the canary Service");
+    assert_eq!(p.canary_service.map(|s| s.revision), Some(2));
+    assert_eq!(p.stable_service.map(|s| s.revision), Some(2), "stable not moved yet");
+    let p = w.step();
+    assert_eq!(
+        p.stable_service.map(|s| s.revision),
+        Some(1),
+        "then r1 takes the stable Service"
+    );
+    assert_eq!(p.route_weight, None);
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(50));
+    assert_eq!(p.status.canary_revision, Some(2));
+    for weight in [20, 5, 0] {
+        seconds_until_weight(&mut w, weight);
+    }
+    let p = w.step();
+    assert_eq!(p.status.stable_revision, Some(1));
+    assert_eq!(p.status.phase, Some(Phase::Degraded), "the spec still names r2");
+    assert_eq!(w.phase_of(2), Some(RevisionPhase::RolledBack));
+}
+
+#[test]
+fn abort_during_a_gradual_rollback_finishes_it_at_once() {
+    let mut w = canary_at_60("Pause");
+    w.annotate(ABORT, "true");
+    w.step();
+    assert_eq!(w.route, Some(50));
+    w.annotate(ABORT, "true");
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(0));
+    assert!(p.consume.contains(&ABORT));
+    let record = p.status.last_rollback.expect("lastRollback");
+    assert!(record.completed_at.is_some());
+    assert_eq!(record.mode, crate::api::RollbackMode::Instant, "it ended instantly");
+}
+
+#[test]
+fn a_gradual_policy_without_a_router_rolls_back_instantly_and_says_so() {
+    let mut w = World::new(md("v1", serde_json::json!({})));
+    w.policy = Some(gradual_policy("Pause"));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    w.annotate(ROLLBACK_TO, "1");
+    let p = w.step();
+    assert_eq!(p.stable_service.map(|s| s.revision), Some(1));
+    assert!(p.events.iter().any(|e| e.reason == "GradualRollbackUnavailable"));
+    let record = p.status.last_rollback.expect("lastRollback");
+    assert_eq!(record.mode, crate::api::RollbackMode::Instant);
+}
+
+#[test]
+fn a_missing_policy_is_a_condition_and_rollbacks_run_instantly() {
+    let mut w = canary_at_60("Pause");
+    w.policy = Some(PolicyObservation::NotFound(
+        "spec.rollbackPolicyRef.name: RollbackPolicy \"llm\" not found in namespace llm".into(),
+    ));
+    w.annotate(ABORT, "true");
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(0));
+    let c = crate::conditions::find(&p.status.conditions, POLICY_RESOLVED).expect("PolicyResolved");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "PolicyNotFound"));
+    assert!(c.message.contains("RollbackPolicy \"llm\" not found"), "{}", c.message);
+}
+
 #[derive(Clone, Debug)]
 enum Action {
     Version(u8),
@@ -531,6 +747,7 @@ enum Action {
     Retry,
     Promote,
     Block(i64),
+    Fail(i64),
     Unblock,
     Tick,
 }
@@ -545,6 +762,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::Retry),
         1 => Just(Action::Promote),
         1 => (1i64..8).prop_map(Action::Block),
+        1 => (1i64..8).prop_map(Action::Fail),
         1 => Just(Action::Unblock),
         3 => Just(Action::Tick),
     ]
@@ -557,7 +775,7 @@ proptest! {
     /// (asserted in `World::step`), revision numbers only grow, history stays bounded and
     /// unique, and a settled world is a fixed point.
     #[test]
-    fn invariants_hold_for_any_sequence(actions in proptest::collection::vec(action(), 1..40), auto in any::<bool>(), warm in 0i32..3, mode in 0u8..3) {
+    fn invariants_hold_for_any_sequence(actions in proptest::collection::vec(action(), 1..40), auto in any::<bool>(), warm in 0i32..3, mode in 0u8..3, gradual in any::<bool>()) {
         let mut extra = serde_json::json!({
             "strategy": {"blueGreen": {"autoPromote": auto}}, "warmRevisions": warm, "progressDeadlineSeconds": 30});
         if mode == 2 {
@@ -568,6 +786,9 @@ proptest! {
             extra["trafficRouting"] = serde_json::json!({"smi": {"trafficSplit": "chat"}});
         }
         let mut w = World::new(md("v0", extra));
+        if gradual {
+            w.policy = Some(gradual_policy(if warm == 1 { "Instant" } else { "Pause" }));
+        }
         for a in actions {
             match a {
                 Action::Version(v) => w.set_version(&format!("v{v}")),
@@ -578,6 +799,14 @@ proptest! {
                 Action::Retry => w.annotate(RETRY, "true"),
                 Action::Promote => w.annotate(PROMOTE, "true"),
                 Action::Block(r) => { w.blocked.insert(r); }
+                Action::Fail(r) => {
+                    // Its pods die and cannot come back until unblocked.
+                    w.blocked.insert(r);
+                    if let Some(d) = w.deployments.get_mut(&r) {
+                        d.available = d.replicas == 0;
+                        d.ready_replicas = 0;
+                    }
+                }
                 Action::Unblock => w.blocked.clear(),
                 Action::Tick => {}
             }
@@ -599,6 +828,11 @@ proptest! {
         w.blocked.clear();
         w.annotate(PROMOTE, "full");
         w.settle();
+        // A gradual rollback takes four held steps of 60s.
+        for _ in 0..4 {
+            w.advance(60);
+            w.settle();
+        }
         let obs = w.observed();
         let again = plan(&w.md, &obs);
         prop_assert_eq!(Some(&again.status), w.md.status.as_ref(), "settled world is a fixed point");

@@ -5,6 +5,8 @@
 //! a message that says how to start one: a test never passes without its cluster.
 #![allow(dead_code)]
 
+pub mod httproute;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
