@@ -1,0 +1,107 @@
+//! A ModelDeployment whose router CRD is not installed, against the local control plane.
+//!
+//! This test deletes the cluster-wide TrafficSplit CRD, so it lives in a test binary of its
+//! own: `cargo test` runs test binaries one after another, and every other binary installs
+//! the router CRDs again before it uses them.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use rollguard::api::Phase;
+use serde_json::json;
+use support::*;
+
+const SECS_60: Duration = Duration::from_secs(60);
+const CRD: &str = "trafficsplits.split.smi-spec.io";
+
+fn traffic_splits(apis: &Apis) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("split.smi-spec.io", "v1alpha4", "TrafficSplit");
+    Api::namespaced_with(
+        apis.client.clone(),
+        &apis.namespace,
+        &ApiResource::from_gvk_with_plural(&gvk, "trafficsplits"),
+    )
+}
+
+fn condition(md: &rollguard::api::ModelDeployment, type_: &str) -> Option<(String, String, String)> {
+    md.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn a_router_crd_that_is_not_installed_holds_traffic_warns_and_is_retried() {
+    let cluster = cluster().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
+    if crds.get_opt(CRD).await.expect("reading CRDs").is_some() {
+        crds.delete(CRD, &DeleteParams::default())
+            .await
+            .expect("deleting the TrafficSplit CRD");
+    }
+    let gone = wait_for(SECS_60, || async {
+        crds.get_opt(CRD).await.ok().flatten().is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the TrafficSplit CRD was not deleted");
+
+    let ns = TestNamespace::create(&cluster.client, "router-missing").await;
+    let apis = Apis::new(&cluster.client, &ns.name);
+    let op = Operator::start_with(&ns.name, &["--resync-seconds", "2"]);
+    let spec = json!({"strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {}}]}},
+                      "trafficRouting": {"smi": {"trafficSplit": "chat"}}});
+    apis.roll_out("chat", &["v1"], 1, spec).await;
+    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+
+    let md = apis
+        .wait_md("chat", "TrafficRouted=False (RouterNotInstalled)", SECS_60, |md| {
+            condition(md, "TrafficRouted")
+                .is_some_and(|(status, reason, _)| status == "False" && reason == "RouterNotInstalled")
+        })
+        .await;
+    let (_, _, message) = condition(&md, "TrafficRouted").expect("condition");
+    assert!(message.contains("split.smi-spec.io/v1alpha4"), "{message}");
+    let warned = wait_for(SECS_60, || async {
+        (!apis.events("chat", "RouterNotInstalled").await.is_empty()).then_some(())
+    })
+    .await;
+    assert!(warned.is_some(), "a Warning Event names the missing CRD");
+    // Traffic stays on stable and the operator keeps running, retrying.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(apis.service_revision("chat").await, Some(1));
+    let status = apis.md.get("chat").await.expect("md").status.expect("status");
+    assert_eq!(status.stable_revision, Some(1));
+    assert_ne!(status.phase, Some(Phase::Healthy));
+    assert!(
+        !op.log_text().contains("panicked"),
+        "the operator did not crash: {}",
+        op.log_text()
+    );
+
+    // Once the CRD and the object exist, the retried canary goes on.
+    apply_router_crds(&cluster.client).await;
+    let split: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "split.smi-spec.io/v1alpha4", "kind": "TrafficSplit", "metadata": {"name": "chat"},
+        "spec": {"service": "chat-apex", "backends": [{"service": "chat", "weight": 100}]}
+    }))
+    .expect("TrafficSplit");
+    traffic_splits(&apis)
+        .create(&PostParams::default(), &split)
+        .await
+        .expect("creating TrafficSplit");
+    let md = apis
+        .wait_md("chat", "canary at 10% after the CRD is installed", SECS_60, |md| {
+            md.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Some(Phase::Paused) && s.canary_weight == Some(10))
+        })
+        .await;
+    let (status, reason, _) = condition(&md, "TrafficRouted").expect("condition");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "RouteReady"));
+}
