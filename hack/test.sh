@@ -34,6 +34,9 @@ else
 fi
 BIN_DIR=$(readlink -f .local-cluster/bin)
 
+step "Prometheus (Debian's package; tests start their own on loopback)"
+PROMETHEUS_BIN=$(bash "$ROOT/hack/install-prometheus.sh")
+
 step "cargo fmt --check"
 cargo fmt --check
 
@@ -49,7 +52,7 @@ fi
 
 step "cargo test"
 ROLLGUARD_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" ROLLGUARD_KUBECTL="$BIN_DIR/kubectl" \
-  cargo test --lib --bins --tests
+  ROLLGUARD_PROMETHEUS="$PROMETHEUS_BIN" cargo test --lib --bins --tests
 step "cargo test --doc"
 cargo test --doc
 step "done"

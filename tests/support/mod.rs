@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod httproute;
+pub mod prometheus;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
