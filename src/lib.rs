@@ -14,6 +14,7 @@ pub mod plan;
 pub mod revision;
 pub mod telemetry;
 pub mod traffic;
+pub mod trigger;
 
 /// The field manager of every write rollguard makes.
 pub const FIELD_MANAGER: &str = "rollguard";

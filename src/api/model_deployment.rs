@@ -512,6 +512,12 @@ pub struct TriggerAnalysis {
     pub value: Option<f64>,
     /// Whether the value breached the threshold.
     pub breached: bool,
+    /// What the evaluation concluded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<TriggerVerdict>,
+    /// The value in words (NaN and ±Inf included), or why there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// Breaches in a row.
     #[serde(default)]
     pub consecutive_breaches: i32,
@@ -521,4 +527,23 @@ pub struct TriggerAnalysis {
     /// When it last fired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_fired_at: Option<Time>,
+}
+
+/// What one evaluation of a trigger concluded.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum TriggerVerdict {
+    /// The value is within the threshold.
+    Healthy,
+    /// The value breached, fewer times in a row than `consecutive`.
+    Breached,
+    /// The trigger fired: `consecutive` breaches in a row, outside its cooldown.
+    Fired,
+    /// The value breached, but the trigger fired less than `cooldown` ago.
+    CoolingDown,
+    /// The query returned no series, or NaN (such as no requests yet).
+    NoData,
+    /// The provider could not be asked.
+    Unavailable,
+    /// The query cannot be built or the provider refused it.
+    Invalid,
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use thiserror::Error;
 
-use crate::api::SignalTemplate;
+use crate::api::{RollbackPolicySpec, SignalTemplate, Trigger};
 
 /// The values a query may use. Every one is escaped for a PromQL string literal.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -250,6 +250,34 @@ pub fn builtin(template: SignalTemplate) -> String {
             r#"sum(rate(tgi_request_failure{{{SELECTOR}}}[1m])) / sum(rate(tgi_request_count{{{SELECTOR}}}[1m]))"#
         ),
     }
+}
+
+/// The query text of a trigger: its own `query`, or its built-in template's PromQL.
+pub fn text_of(trigger: &Trigger) -> String {
+    match (&trigger.query, trigger.template) {
+        (Some(q), _) => q.clone(),
+        (None, Some(t)) => builtin(t),
+        // The schema requires exactly one; an empty query fails as a PromQL error.
+        (None, None) => String::new(),
+    }
+}
+
+/// Checks every trigger's query of a policy; the error names the trigger and the problem.
+///
+/// ```
+/// use rollguard::metrics::query::validate;
+/// let spec = serde_json::from_value(serde_json::json!({
+///     "provider": {"prometheus": {"address": "http://prometheus:9090"}},
+///     "triggers": [{"name": "errors", "query": "x{r=\"{{revison}}\"}", "operator": "Gt", "threshold": 1}]
+/// })).unwrap();
+/// let err = validate(&spec).unwrap_err();
+/// assert!(err.starts_with("spec.triggers[0] (errors): unknown variable {{revison}}"), "{err}");
+/// ```
+pub fn validate(spec: &RollbackPolicySpec) -> Result<(), String> {
+    for (i, t) in spec.triggers.iter().enumerate() {
+        check(&text_of(t)).map_err(|e| format!("spec.triggers[{i}] ({}): {e}", t.name))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
