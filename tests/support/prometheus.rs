@@ -50,12 +50,18 @@ fn config(targets: &[String]) -> String {
 impl PrometheusServer {
     /// Starts Prometheus scraping `targets` every second, and waits until it is ready.
     pub async fn start(targets: &[String]) -> PrometheusServer {
+        let targets = targets.to_vec();
+        PrometheusServer::start_with_config(move |_| config(&targets)).await
+    }
+
+    /// Starts Prometheus with the config `make_config(its own port)` returns.
+    pub async fn start_with_config(make_config: impl Fn(u16) -> String) -> PrometheusServer {
         let bin = binary();
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("rollguard-prometheus-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("Prometheus data dir");
         let config_path = dir.join("prometheus.yml");
-        std::fs::write(&config_path, config(targets)).expect("Prometheus config");
+        std::fs::write(&config_path, make_config(port)).expect("Prometheus config");
         let log = std::fs::File::create(dir.join("prometheus.log")).expect("Prometheus log");
         let child = Command::new(&bin)
             .arg(format!("--config.file={}", config_path.display()))
