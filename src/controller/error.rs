@@ -29,6 +29,14 @@ pub enum Error {
     #[error("failed to read RollbackPolicy {0}")]
     GetPolicy(String, #[source] kube::Error),
 
+    /// Listing the ModelDeployments of a namespace failed.
+    #[error("failed to list ModelDeployments for RollbackPolicy {0}")]
+    ListModelDeployments(String, #[source] kube::Error),
+
+    /// Writing the status of a RollbackPolicy failed.
+    #[error("failed to patch status of RollbackPolicy {0}")]
+    PatchPolicyStatus(String, #[source] kube::Error),
+
     /// Creating the ControllerRevision of a new revision failed.
     #[error("failed to create ControllerRevision {0}")]
     CreateRevision(String, #[source] kube::Error),
@@ -80,6 +88,8 @@ impl Error {
             Error::ListDeployments(..) => "ListDeploymentsFailed",
             Error::GetService(..) => "GetServiceFailed",
             Error::GetPolicy(..) => "GetRollbackPolicyFailed",
+            Error::ListModelDeployments(..) => "ListModelDeploymentsFailed",
+            Error::PatchPolicyStatus(..) => "PatchRollbackPolicyStatusFailed",
             Error::CreateRevision(..) => "CreateRevisionFailed",
             Error::RevisionConflict(..) => "RevisionConflict",
             Error::ApplyDeployment(..) => "ApplyDeploymentFailed",

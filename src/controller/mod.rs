@@ -5,6 +5,7 @@ pub mod error;
 pub mod model_deployment;
 pub mod observe;
 pub mod resources;
+pub mod rollback_policy;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,9 +18,9 @@ use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 
-use crate::api::ModelDeployment;
+use crate::api::{ModelDeployment, RollbackPolicy};
 pub use error::Error;
 
 pub use crate::FIELD_MANAGER;
@@ -101,6 +102,10 @@ pub fn backoff(n: u32) -> Duration {
     Duration::from_secs((1u64 << exp).min(300))
 }
 
+fn policy_name(md: &ModelDeployment) -> Option<&str> {
+    md.spec.rollback_policy_ref.as_ref().map(|r| r.name.as_str())
+}
+
 /// Runs the operator until SIGTERM or SIGINT, then returns after in-flight reconciles end.
 pub async fn run(client: Client, config: Config) {
     fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -116,22 +121,48 @@ pub async fn run(client: Client, config: Config) {
     let api: Api<ModelDeployment> = scoped(&client, &config.namespace);
     let deployments: Api<Deployment> = scoped(&client, &config.namespace);
     let services: Api<Service> = scoped(&client, &config.namespace);
+    let policies: Api<RollbackPolicy> = scoped(&client, &config.namespace);
     let ctx = Arc::new(Context::new(client, config.resync));
     tracing::info!(
         namespace = config.namespace.as_deref().unwrap_or("<all>"),
         "rollguard operator starting"
     );
-    Controller::new(api, watcher::Config::default())
+    let models = Controller::new(api.clone(), watcher::Config::default())
         .owns(deployments, watcher::Config::default())
-        .owns(services, watcher::Config::default())
+        .owns(services, watcher::Config::default());
+    // A changed RollbackPolicy is looked at again by every ModelDeployment that uses it.
+    let store = models.store();
+    let models = models
+        .watches(policies.clone(), watcher::Config::default(), move |policy| {
+            let (namespace, name) = (policy.namespace(), policy.name_any());
+            store
+                .state()
+                .into_iter()
+                .filter(|md| md.namespace() == namespace && policy_name(md) == Some(name.as_str()))
+                .map(|md| ObjectRef::from(md.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .shutdown_on_signal()
-        .run(model_deployment::reconcile, model_deployment::error_policy, ctx)
+        .run(model_deployment::reconcile, model_deployment::error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
                 Err(err) => tracing::warn!(error = %err, "reconcile failed"),
             }
+        });
+    // A policy's status lists the ModelDeployments that reference it.
+    let policies = Controller::new(policies, watcher::Config::default())
+        .watches(api, watcher::Config::default(), |md| {
+            let namespace = md.namespace().unwrap_or_default();
+            policy_name(&md).map(|name| ObjectRef::<RollbackPolicy>::new(name).within(&namespace))
         })
-        .await;
+        .shutdown_on_signal()
+        .run(rollback_policy::reconcile, rollback_policy::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::warn!(error = %err, "policy reconcile failed");
+            }
+        });
+    futures::join!(models, policies);
     tracing::info!("rollguard operator stopped");
 }
