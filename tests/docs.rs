@@ -19,14 +19,7 @@ fn readme() -> String {
 #[test]
 fn the_readme_documents_every_builtin_signal_with_its_promql() {
     let text = readme();
-    for t in [
-        SignalTemplate::VllmErrorRate,
-        SignalTemplate::VllmTtftP95,
-        SignalTemplate::VllmItlP95,
-        SignalTemplate::VllmE2eP95,
-        SignalTemplate::SglangTtftP95,
-        SignalTemplate::TgiErrorRate,
-    ] {
+    for t in SignalTemplate::ALL {
         let row = format!("| `{t:?}` |");
         let line = text
             .lines()

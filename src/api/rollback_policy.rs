@@ -192,6 +192,18 @@ pub enum SignalTemplate {
     TgiErrorRate,
 }
 
+impl SignalTemplate {
+    /// Every built-in signal.
+    pub const ALL: [SignalTemplate; 6] = [
+        SignalTemplate::VllmErrorRate,
+        SignalTemplate::VllmTtftP95,
+        SignalTemplate::VllmItlP95,
+        SignalTemplate::VllmE2eP95,
+        SignalTemplate::SglangTtftP95,
+        SignalTemplate::TgiErrorRate,
+    ];
+}
+
 /// A comparison of a value with a threshold.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum Operator {

@@ -360,14 +360,7 @@ mod tests {
 
     #[test]
     fn builtins_only_use_known_variables_and_select_the_revision() {
-        for t in [
-            SignalTemplate::VllmErrorRate,
-            SignalTemplate::VllmTtftP95,
-            SignalTemplate::VllmItlP95,
-            SignalTemplate::VllmE2eP95,
-            SignalTemplate::SglangTtftP95,
-            SignalTemplate::TgiErrorRate,
-        ] {
+        for t in SignalTemplate::ALL {
             let q = render(&builtin(t), &vars()).expect("renders");
             assert!(q.contains(r#"rollguard_revision="4""#), "{t:?}: {q}");
             assert!(q.contains(r#"rollguard_model_deployment="chat""#), "{t:?}: {q}");
