@@ -108,6 +108,7 @@ pub fn evaluate(
         value: None,
         breached: false,
         verdict: None,
+        severity: Some(trigger.severity),
         message: None,
         consecutive_breaches: count,
         last_evaluated_at: Some(stamp(now)),

@@ -515,6 +515,9 @@ pub struct TriggerAnalysis {
     /// What the evaluation concluded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<TriggerVerdict>,
+    /// The trigger's severity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<super::Severity>,
     /// The value in words (NaN and ±Inf included), or why there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod error;
+pub mod evaluate;
 pub mod model_deployment;
 pub mod observe;
 pub mod resources;

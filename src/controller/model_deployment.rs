@@ -1,13 +1,14 @@
 //! The ModelDeployment reconciler: observe, plan, apply.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
 use super::resources::Owner;
-use super::{Context, Error, apply, observe};
+use super::{Context, Error, apply, evaluate, observe};
 use crate::api::ModelDeployment;
 use crate::plan::{self, RouteObservation};
 
@@ -40,7 +41,10 @@ pub async fn reconcile(cached: Arc<ModelDeployment>, ctx: Arc<Context>) -> Resul
         namespace,
         reference,
     };
-    let observed = observe::observe(&ctx.client, &owner, &md).await?;
+    let mut observed = observe::observe(&ctx.client, &owner, &md).await?;
+    let evaluation = evaluate::evaluate(&md, &observed).await;
+    let next_evaluation = evaluation.as_ref().map(|e| e.next_in);
+    observed.metrics = evaluation.map(|e| e.metrics);
     let plan = plan::plan(&md, &observed);
     let writes = apply::apply(&ctx.client, &ctx.recorder, &md, &owner, &observed, &plan).await?;
     if writes.0 > 0 {
@@ -63,7 +67,10 @@ pub async fn reconcile(cached: Arc<ModelDeployment>, ctx: Arc<Context>) -> Resul
         ));
     }
     ctx.record_success(&ObjectRef::from(md.as_ref()));
-    let requeue = plan.requeue_after.map_or(ctx.resync, |d| d.min(ctx.resync));
+    let requeue = [plan.requeue_after, next_evaluation]
+        .into_iter()
+        .flatten()
+        .fold(ctx.resync, Duration::min);
     Ok(Action::requeue(requeue))
 }
 

@@ -121,6 +121,8 @@ pub async fn observe(client: &Client, owner: &Owner, md: &ModelDeployment) -> Re
     Ok(Observed {
         route,
         policy,
+        // Filled in by the evaluation of the policy's triggers, when a revision is judged.
+        metrics: None,
         // Full precision: the planner truncates status timestamps itself.
         now: Timestamp::now(),
         revisions,

@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use crate::api::ModelDeploymentStatus;
 use crate::revision::Snapshot;
 
-pub use rollout::{ANNOTATION_ACCEPTED, POLICY_RESOLVED, TRAFFIC_ROUTED, deployment_name, parse_duration, plan};
+pub use rollout::{ANNOTATION_ACCEPTED, POLICY_RESOLVED, TRAFFIC_ROUTED, deployment_name, judged, parse_duration, plan};
 
 /// A revision as stored in the cluster (its ControllerRevision).
 #[derive(Clone, Debug, PartialEq)]
@@ -108,6 +108,49 @@ pub struct Observed {
     pub route: Option<RouteObservation>,
     /// The RollbackPolicy, when `spec.rollbackPolicyRef` names one.
     pub policy: Option<PolicyObservation>,
+    /// The latest evaluation of the policy's triggers, when a revision is being judged.
+    pub metrics: Option<MetricsObservation>,
+}
+
+/// Why a revision is being judged by the policy's triggers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// A canary, or a blue/green preview before promotion: a breach rolls it back.
+    Rollout,
+    /// The new stable revision within `guardWindow` after its promotion: a breach rolls back
+    /// to the previous revision.
+    Guard,
+    /// The revision a rollback restored, within `verification.window`: a breach fails the
+    /// verification.
+    Verification,
+    /// The target of a gradual rollback: a breach (or Hold) pauses the walk.
+    GradualHealth,
+}
+
+/// The revision whose metrics matter now, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Judged {
+    /// The revision.
+    pub revision: i64,
+    /// Why.
+    pub purpose: Purpose,
+    /// Whether its traffic is reached through the canary Service (else the stable one).
+    pub via_canary: bool,
+}
+
+/// What the triggers said about the judged revision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsObservation {
+    /// The revision judged and why.
+    pub judged: Judged,
+    /// One entry per trigger (the new `status.analysis`).
+    pub analysis: Vec<crate::api::TriggerAnalysis>,
+    /// What they ask for.
+    pub decision: crate::trigger::Decision,
+    /// Warning and Info triggers that fired in this evaluation.
+    pub notices: Vec<crate::trigger::Notice>,
+    /// Whether the triggers were queried in this reconcile (else the last results stand).
+    pub fresh: bool,
 }
 
 /// The RollbackPolicy a ModelDeployment references, as read.

@@ -12,13 +12,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::annotations::{self, Promote, Request, RollbackTarget};
 use super::{
-    CanaryStepState, DesiredDeployment, Observed, Plan, PlannedEvent, PolicyObservation, RouteObservation,
-    ServiceTarget,
+    CanaryStepState, DesiredDeployment, Judged, Observed, Plan, PlannedEvent, PolicyObservation, Purpose,
+    RouteObservation, ServiceTarget,
 };
 use crate::api::{
     CanaryStep, GradualRollback, ModelDeployment, OnUnhealthy, Phase, RevisionPhase, RevisionRecord, RollbackMode,
-    RollbackRecord, RollbackSpec, RollbackTrigger,
+    RollbackPolicySpec, RollbackRecord, RollbackSpec, RollbackTrigger, Severity, TriggerVerdict, Verification,
 };
+use crate::trigger::Decision;
 use crate::conditions::{self, Desired, reasons, types};
 use crate::revision::{self, Snapshot};
 
@@ -30,6 +31,12 @@ pub const TRAFFIC_ROUTED: &str = "TrafficRouted";
 
 /// Condition type that reports whether the referenced RollbackPolicy was found.
 pub const POLICY_RESOLVED: &str = "PolicyResolved";
+
+/// Condition type that is True while a Warning trigger has fired recently.
+pub const METRICS_WARNING: &str = "MetricsWarning";
+
+/// Restored by a rollback: the history reason that keeps a revision out of the guard window.
+const RESTORED: &str = "restored by a rollback";
 
 /// A status timestamp: whole seconds, as the API server stores them, so a plan made from a
 /// re-read status compares equal. Clocks of steps and deadlines keep full precision.
@@ -112,10 +119,27 @@ pub fn parse_duration(text: &str) -> Option<SignedDuration> {
 pub fn plan(md: &ModelDeployment, obs: &Observed) -> Plan {
     let mut p = Planner::new(md, obs);
     p.handle_annotations();
+    p.act_on_metrics();
+    p.end_verification();
     if !p.complete_pending_rollback() {
         p.progress();
     }
     p.finish()
+}
+
+/// Which revision the policy's triggers should judge now, and why; None when there is no
+/// policy with triggers or nothing to judge. The controller queries for this revision before
+/// planning.
+///
+/// In order: the target of a gradual rollback under way; a canary (or blue/green preview)
+/// being rolled out; the revision a rollback restored, until its verification ends; the new
+/// stable revision within `guardWindow` after its promotion (when there is a previous one).
+pub fn judged(md: &ModelDeployment, obs: &Observed) -> Option<Judged> {
+    let policy = match &obs.policy {
+        Some(PolicyObservation::Found(p)) if !p.triggers.is_empty() && p.provider.is_some() => p,
+        _ => return None,
+    };
+    Planner::new(md, obs).judged(policy)
 }
 
 struct Planner<'a> {
@@ -148,6 +172,12 @@ struct Planner<'a> {
     gradual: Option<GradualTraffic>,
     /// `rollguard.dev/abort` during a gradual rollback: finish it at once.
     finish_gradual_now: bool,
+    /// The policy's triggers say hold (metrics unavailable): nothing advances.
+    metrics_hold: Option<String>,
+    /// The policy's triggers judge the target of a gradual rollback unhealthy.
+    gradual_unhealthy: Option<String>,
+    /// When an open verification window ends.
+    verification_requeue: Option<Duration>,
 }
 
 impl<'a> Planner<'a> {
@@ -255,6 +285,161 @@ impl<'a> Planner<'a> {
             },
             gradual: None,
             finish_gradual_now: false,
+            metrics_hold: None,
+            gradual_unhealthy: None,
+            verification_requeue: None,
+        }
+    }
+
+    fn policy(&self) -> Option<&'a RollbackPolicySpec> {
+        match &self.obs.policy {
+            Some(PolicyObservation::Found(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn window(text: &str) -> SignedDuration {
+        parse_duration(text).unwrap_or_default()
+    }
+
+    fn judged(&self, policy: &RollbackPolicySpec) -> Option<Judged> {
+        let on_stable = |revision, purpose| Judged {
+            revision,
+            purpose,
+            via_canary: false,
+        };
+        if let Some(r) = self.last_rollback.as_ref().filter(|r| r.completed_at.is_none()) {
+            return (r.mode == RollbackMode::Gradual).then(|| on_stable(r.to_revision, Purpose::GradualHealth));
+        }
+        if self.rolling_out() {
+            return Some(Judged {
+                revision: self.target,
+                purpose: Purpose::Rollout,
+                via_canary: true,
+            });
+        }
+        if let Some(r) = self.verifying(policy) {
+            return Some(on_stable(r, Purpose::Verification));
+        }
+        let s = self.stable?;
+        self.guard_ends(s, policy)
+            .filter(|ends| self.now < *ends)
+            .map(|_| on_stable(s, Purpose::Guard))
+    }
+
+    /// The restored revision while its verification window is open.
+    fn verifying(&self, policy: &RollbackPolicySpec) -> Option<i64> {
+        let r = self.last_rollback.as_ref()?;
+        let completed = r.completed_at.as_ref()?.0;
+        let ends = completed.checked_add(Self::window(&policy.verification.window.0)).ok()?;
+        (r.verification == Some(Verification::Pending) && self.now < ends).then_some(r.to_revision)
+    }
+
+    /// When the guard window of stable revision `s` ends: None when it was restored by a
+    /// rollback or has no previous revision to return to.
+    fn guard_ends(&self, s: i64, policy: &RollbackPolicySpec) -> Option<Timestamp> {
+        let h = self.history.get(&s)?;
+        if h.phase != RevisionPhase::Stable || h.reason.as_deref() == Some(RESTORED) {
+            return None;
+        }
+        self.previous_of(s)?;
+        let promoted = h.promoted_at.as_ref()?.0;
+        promoted.checked_add(Self::window(&policy.guard_window.0)).ok()
+    }
+
+    /// The newest restorable revision older than `rev`.
+    fn previous_of(&self, rev: i64) -> Option<i64> {
+        self.history
+            .values()
+            .filter(|h| h.revision < rev && revision::restorable(h.phase))
+            .map(|h| h.revision)
+            .max()
+    }
+
+    /// Acts on what the policy's triggers said about the judged revision.
+    fn act_on_metrics(&mut self) {
+        let Some(m) = &self.obs.metrics else {
+            return;
+        };
+        let (judged, decision) = (m.judged, m.decision.clone());
+        if m.fresh {
+            for n in &m.notices {
+                let warning = n.severity == Severity::Warning;
+                let note = format!("trigger {} fired on revision {}: {}", n.trigger, judged.revision, n.message);
+                self.event(warning, "TriggerFired", note);
+            }
+        }
+        let rev = judged.revision;
+        match (judged.purpose, decision) {
+            (_, Decision::Proceed) => {}
+            (Purpose::Rollout, Decision::Hold { reason }) if rev == self.target => self.metrics_hold = Some(reason),
+            (Purpose::GradualHealth, Decision::Hold { reason }) => self.gradual_unhealthy = Some(reason),
+            (Purpose::GradualHealth, Decision::Rollback { trigger, detail, .. }) => {
+                self.gradual_unhealthy = Some(format!("trigger {trigger}: {detail}"));
+            }
+            (Purpose::Verification, Decision::Rollback { trigger, detail, .. }) => {
+                if let Some(r) = self.last_rollback.as_mut().filter(|r| r.to_revision == rev) {
+                    r.verification = Some(Verification::Failed);
+                }
+                let note = format!("revision {rev} failed its verification after a rollback: trigger {trigger}: {detail}");
+                self.event(true, "VerificationFailed", note);
+            }
+            (Purpose::Rollout, Decision::Rollback { trigger, value, threshold, detail }) if rev == self.target => {
+                let Some(s) = self.stable.filter(|s| *s != rev) else {
+                    return;
+                };
+                let why = format!("rolled back by trigger {trigger}: {detail}");
+                self.set_phase(rev, RevisionPhase::RolledBack, Some(why.clone()));
+                self.event(true, "MetricRollback", format!("revision {rev} {why}"));
+                self.start_metric_rollback(rev, s, &trigger, value, threshold);
+            }
+            (Purpose::Guard, Decision::Rollback { trigger, value, threshold, detail }) if self.stable == Some(rev) => {
+                let Some(prev) = self.previous_of(rev) else {
+                    return;
+                };
+                let why = format!("rolled back within its guard window by trigger {trigger}: {detail}");
+                self.set_phase(rev, RevisionPhase::RolledBack, Some(why.clone()));
+                self.event(true, "MetricRollback", format!("revision {rev} {why}"));
+                self.start_metric_rollback(rev, prev, &trigger, value, threshold);
+            }
+            _ => {}
+        }
+    }
+
+    /// A verification whose window ended without a Critical breach has Passed.
+    fn end_verification(&mut self) {
+        let window = self
+            .policy()
+            .map(|p| p.verification.window.0.clone())
+            .unwrap_or_else(|| crate::api::VerificationSpec::default().window.0);
+        let now = self.now;
+        let Some(r) = self.last_rollback.as_mut() else {
+            return;
+        };
+        let Some(completed) = r.completed_at.as_ref().map(|t| t.0) else {
+            return;
+        };
+        if r.verification != Some(Verification::Pending) {
+            return;
+        }
+        let ends = completed.checked_add(Self::window(&window)).unwrap_or(completed);
+        if now < ends {
+            self.verification_requeue = Some(now.duration_until(ends).unsigned_abs() + Duration::from_millis(500));
+            return;
+        }
+        r.verification = Some(Verification::Passed);
+        let note = format!(
+            "revision {} stayed healthy for the verification window ({window}) after the rollback",
+            r.to_revision
+        );
+        self.event(false, "VerificationPassed", note);
+    }
+
+    fn start_metric_rollback(&mut self, from: i64, to: i64, trigger: &str, value: Option<f64>, threshold: Option<f64>) {
+        self.start_rollback(from, to, RollbackTrigger::Metric, trigger);
+        if let Some(r) = self.last_rollback.as_mut() {
+            r.value = value;
+            r.threshold = threshold;
         }
     }
 
@@ -579,11 +764,15 @@ impl<'a> Planner<'a> {
             return true;
         }
         self.take_stable(to);
-        self.set_phase(to, RevisionPhase::Stable, Some("restored by a rollback".into()));
+        self.set_phase(to, RevisionPhase::Stable, Some(RESTORED.into()));
         let now = stamp(self.now);
         let mut note = String::new();
+        let verify = self.policy().is_some_and(|p| !p.triggers.is_empty() && p.provider.is_some());
         if let Some(r) = self.last_rollback.as_mut() {
             r.completed_at = Some(now);
+            if verify {
+                r.verification = Some(Verification::Pending);
+            }
             note = format!(
                 "rolled back from revision {} to revision {to} (trigger {:?}{})",
                 r.from_revision,
@@ -621,7 +810,7 @@ impl<'a> Planner<'a> {
         }
         let stable = self.obs.stable_service.map(|s| s.revision);
         let canary = self.obs.canary_service.map(|s| s.revision);
-        let healthy = self.available(to);
+        let healthy = self.available(to) && self.gradual_unhealthy.is_none();
         let what = format!("rolling back gradually from revision {from} to revision {to}");
         let mut traffic = GradualTraffic {
             from,
@@ -679,7 +868,10 @@ impl<'a> Planner<'a> {
             }
         }
         if !healthy {
-            let why = format!("revision {to} is not healthy ({})", self.readiness(to));
+            let why = match &self.gradual_unhealthy {
+                Some(reason) if self.available(to) => format!("revision {to} is not healthy ({reason})"),
+                _ => format!("revision {to} is not healthy ({})", self.readiness(to)),
+            };
             if g.on_unhealthy == OnUnhealthy::Instant {
                 // The policy prefers the stable revision, healthy or not, to the one left.
                 self.event(
@@ -791,7 +983,9 @@ impl<'a> Planner<'a> {
             return;
         }
         let auto = self.md.spec.strategy.blue_green.as_ref().is_none_or(|b| b.auto_promote);
-        if self.md.spec.paused {
+        if let Some(reason) = &self.metrics_hold {
+            self.message = format!("revision {t} is Available; promotion holds: metrics unavailable ({reason})");
+        } else if self.md.spec.paused {
             self.phase = Phase::Paused;
             self.message = format!("revision {t} is Available; spec.paused is true");
         } else if auto || self.promote_requested.is_some() || self.switch_started(t) {
@@ -854,6 +1048,12 @@ impl<'a> Planner<'a> {
             self.canary_step = Some(state);
             self.phase = Phase::Progressing;
             self.message = format!("canary revision {t} waits: {message}");
+            return;
+        }
+        if let Some(reason) = &self.metrics_hold {
+            let at = current.unwrap_or(0);
+            self.canary_step = Some(state);
+            self.message = format!("canary revision {t} at {at}% holds: metrics unavailable ({reason})");
             return;
         }
         if self.promote_requested == Some(Promote::Full) {
@@ -1105,7 +1305,10 @@ impl<'a> Planner<'a> {
             current_step_index: canary_step_index,
             history: self.history.values().rev().cloned().collect(),
             last_rollback: self.last_rollback.clone(),
-            analysis: current.analysis.clone(),
+            analysis: match &self.obs.metrics {
+                Some(m) => m.analysis.clone(),
+                None => current.analysis.clone(),
+            },
             conditions: conditions::merge(&current.conditions, &desired, generation, &stamp(self.now)),
         };
         Plan {
@@ -1117,7 +1320,10 @@ impl<'a> Planner<'a> {
             status,
             consume: self.consume,
             events: self.events,
-            requeue_after: self.requeue_after,
+            requeue_after: match (self.requeue_after, self.verification_requeue) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
             route_weight,
         }
     }
@@ -1167,6 +1373,9 @@ impl<'a> Planner<'a> {
             }
             None => {}
         }
+        if let Some(m) = &self.obs.metrics {
+            out.extend(metrics_conditions(m));
+        }
         match &self.obs.policy {
             Some(PolicyObservation::NotFound(message)) => {
                 out.push(Desired::new(
@@ -1191,6 +1400,62 @@ impl<'a> Planner<'a> {
         }
         out
     }
+}
+
+/// `MetricsAvailable` (False with the reason while a query cannot run) and `MetricsWarning`
+/// (True while a Warning trigger has fired recently).
+fn metrics_conditions(m: &super::MetricsObservation) -> Vec<Desired> {
+    let rev = m.judged.revision;
+    let broken = m.analysis.iter().find(|a| {
+        matches!(
+            a.verdict,
+            Some(TriggerVerdict::Unavailable | TriggerVerdict::Invalid)
+        )
+    });
+    let available = match broken {
+        Some(a) => {
+            let reason = if a.verdict == Some(TriggerVerdict::Invalid) {
+                "QueryFailed"
+            } else {
+                "ProviderUnavailable"
+            };
+            let then = match &m.decision {
+                Decision::Hold { .. } => "; holding (onMetricsUnavailable: Hold)",
+                Decision::Rollback { .. } => "",
+                Decision::Proceed => "; carrying on (onMetricsUnavailable: Ignore)",
+            };
+            let message = format!(
+                "trigger {} on revision {rev}: {}{then}",
+                a.trigger,
+                a.message.clone().unwrap_or_default()
+            );
+            Desired::new(crate::conditions::types::METRICS_AVAILABLE, Some(false), reason, message)
+        }
+        None => Desired::new(
+            crate::conditions::types::METRICS_AVAILABLE,
+            Some(true),
+            "MetricsAvailable",
+            format!("the triggers were evaluated on revision {rev}"),
+        ),
+    };
+    let warned: Vec<&str> = m
+        .analysis
+        .iter()
+        .filter(|a| matches!(a.verdict, Some(TriggerVerdict::Fired | TriggerVerdict::CoolingDown)))
+        .filter(|a| a.severity == Some(Severity::Warning))
+        .map(|a| a.trigger.as_str())
+        .collect();
+    let warning = if warned.is_empty() {
+        Desired::new(METRICS_WARNING, Some(false), "NoWarning", "")
+    } else {
+        Desired::new(
+            METRICS_WARNING,
+            Some(true),
+            "WarningTriggerFired",
+            format!("revision {rev}: {}", warned.join(", ")),
+        )
+    };
+    vec![available, warning]
 }
 
 /// The Deployment (and ControllerRevision) name of a revision: `<name>-r<N>`.

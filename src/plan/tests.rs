@@ -42,6 +42,8 @@ struct World {
     route: Option<i32>,
     /// The referenced RollbackPolicy.
     policy: Option<PolicyObservation>,
+    /// What the triggers say, as the controller would observe it.
+    metrics: Option<MetricsObservation>,
 }
 
 impl World {
@@ -57,6 +59,7 @@ impl World {
             last_plan: None,
             route: None,
             policy: None,
+            metrics: None,
         }
     }
 
@@ -74,6 +77,7 @@ impl World {
                 .as_ref()
                 .map(|_| RouteObservation::Weights(crate::traffic::Weights::canary_at(self.route.unwrap_or(0)))),
             policy: self.policy.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
