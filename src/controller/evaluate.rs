@@ -23,7 +23,11 @@ pub struct Evaluation {
 /// The query variables for `judged`.
 pub fn vars(md: &ModelDeployment, obs: &Observed, judged: Judged, policy: &RollbackPolicySpec) -> Vars {
     let name = md.metadata.name.clone().unwrap_or_default();
-    let snapshot = obs.revisions.iter().find(|r| r.number == judged.revision).map(|r| &r.snapshot);
+    let snapshot = obs
+        .revisions
+        .iter()
+        .find(|r| r.number == judged.revision)
+        .map(|r| &r.snapshot);
     Vars {
         revision: judged.revision.to_string(),
         version: snapshot

@@ -14,7 +14,10 @@ use jiff::Timestamp;
 use crate::api::ModelDeploymentStatus;
 use crate::revision::Snapshot;
 
-pub use rollout::{ANNOTATION_ACCEPTED, POLICY_RESOLVED, TRAFFIC_ROUTED, deployment_name, judged, parse_duration, plan};
+pub use rollout::{
+    ANNOTATION_ACCEPTED, METRICS_WARNING, POLICY_RESOLVED, TRAFFIC_ROUTED, deployment_name, judged, parse_duration,
+    plan,
+};
 
 /// A revision as stored in the cluster (its ControllerRevision).
 #[derive(Clone, Debug, PartialEq)]

@@ -19,9 +19,9 @@ use crate::api::{
     CanaryStep, GradualRollback, ModelDeployment, OnUnhealthy, Phase, RevisionPhase, RevisionRecord, RollbackMode,
     RollbackPolicySpec, RollbackRecord, RollbackSpec, RollbackTrigger, Severity, TriggerVerdict, Verification,
 };
-use crate::trigger::Decision;
 use crate::conditions::{self, Desired, reasons, types};
 use crate::revision::{self, Snapshot};
+use crate::trigger::Decision;
 
 /// Condition type that reports the last rollguard annotation handled.
 pub const ANNOTATION_ACCEPTED: &str = "AnnotationAccepted";
@@ -331,7 +331,9 @@ impl<'a> Planner<'a> {
     fn verifying(&self, policy: &RollbackPolicySpec) -> Option<i64> {
         let r = self.last_rollback.as_ref()?;
         let completed = r.completed_at.as_ref()?.0;
-        let ends = completed.checked_add(Self::window(&policy.verification.window.0)).ok()?;
+        let ends = completed
+            .checked_add(Self::window(&policy.verification.window.0))
+            .ok()?;
         (r.verification == Some(Verification::Pending) && self.now < ends).then_some(r.to_revision)
     }
 
@@ -365,7 +367,10 @@ impl<'a> Planner<'a> {
         if m.fresh {
             for n in &m.notices {
                 let warning = n.severity == Severity::Warning;
-                let note = format!("trigger {} fired on revision {}: {}", n.trigger, judged.revision, n.message);
+                let note = format!(
+                    "trigger {} fired on revision {}: {}",
+                    n.trigger, judged.revision, n.message
+                );
                 self.event(warning, "TriggerFired", note);
             }
         }
@@ -381,10 +386,19 @@ impl<'a> Planner<'a> {
                 if let Some(r) = self.last_rollback.as_mut().filter(|r| r.to_revision == rev) {
                     r.verification = Some(Verification::Failed);
                 }
-                let note = format!("revision {rev} failed its verification after a rollback: trigger {trigger}: {detail}");
+                let note =
+                    format!("revision {rev} failed its verification after a rollback: trigger {trigger}: {detail}");
                 self.event(true, "VerificationFailed", note);
             }
-            (Purpose::Rollout, Decision::Rollback { trigger, value, threshold, detail }) if rev == self.target => {
+            (
+                Purpose::Rollout,
+                Decision::Rollback {
+                    trigger,
+                    value,
+                    threshold,
+                    detail,
+                },
+            ) if rev == self.target => {
                 let Some(s) = self.stable.filter(|s| *s != rev) else {
                     return;
                 };
@@ -393,7 +407,15 @@ impl<'a> Planner<'a> {
                 self.event(true, "MetricRollback", format!("revision {rev} {why}"));
                 self.start_metric_rollback(rev, s, &trigger, value, threshold);
             }
-            (Purpose::Guard, Decision::Rollback { trigger, value, threshold, detail }) if self.stable == Some(rev) => {
+            (
+                Purpose::Guard,
+                Decision::Rollback {
+                    trigger,
+                    value,
+                    threshold,
+                    detail,
+                },
+            ) if self.stable == Some(rev) => {
                 let Some(prev) = self.previous_of(rev) else {
                     return;
                 };
@@ -767,7 +789,9 @@ impl<'a> Planner<'a> {
         self.set_phase(to, RevisionPhase::Stable, Some(RESTORED.into()));
         let now = stamp(self.now);
         let mut note = String::new();
-        let verify = self.policy().is_some_and(|p| !p.triggers.is_empty() && p.provider.is_some());
+        let verify = self
+            .policy()
+            .is_some_and(|p| !p.triggers.is_empty() && p.provider.is_some());
         if let Some(r) = self.last_rollback.as_mut() {
             r.completed_at = Some(now);
             if verify {
@@ -1406,12 +1430,10 @@ impl<'a> Planner<'a> {
 /// (True while a Warning trigger has fired recently).
 fn metrics_conditions(m: &super::MetricsObservation) -> Vec<Desired> {
     let rev = m.judged.revision;
-    let broken = m.analysis.iter().find(|a| {
-        matches!(
-            a.verdict,
-            Some(TriggerVerdict::Unavailable | TriggerVerdict::Invalid)
-        )
-    });
+    let broken = m
+        .analysis
+        .iter()
+        .find(|a| matches!(a.verdict, Some(TriggerVerdict::Unavailable | TriggerVerdict::Invalid)));
     let available = match broken {
         Some(a) => {
             let reason = if a.verdict == Some(TriggerVerdict::Invalid) {
@@ -1429,7 +1451,12 @@ fn metrics_conditions(m: &super::MetricsObservation) -> Vec<Desired> {
                 a.trigger,
                 a.message.clone().unwrap_or_default()
             );
-            Desired::new(crate::conditions::types::METRICS_AVAILABLE, Some(false), reason, message)
+            Desired::new(
+                crate::conditions::types::METRICS_AVAILABLE,
+                Some(false),
+                reason,
+                message,
+            )
         }
         None => Desired::new(
             crate::conditions::types::METRICS_AVAILABLE,
