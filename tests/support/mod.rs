@@ -7,6 +7,7 @@
 
 pub mod httproute;
 pub mod prometheus;
+pub mod sim;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

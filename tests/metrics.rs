@@ -1,0 +1,225 @@
+//! Prometheus-driven rollback against the local control plane, a real Prometheus and the
+//! simulated model servers.
+
+mod support;
+
+use std::time::Duration;
+
+use kube::api::{Api, PostParams};
+use rollguard::api::{ModelDeployment, Phase, RollbackPolicy, RollbackTrigger, TriggerVerdict};
+use serde_json::{Value, json};
+use support::httproute::*;
+use support::prometheus::PrometheusServer;
+use support::sim::ModelSim;
+use support::*;
+
+const SECS_60: Duration = Duration::from_secs(60);
+
+/// The 5xx share of the judged revision over 5 s (scrapes are every second).
+const ERROR_RATE: &str = r#"sum(rate(http_requests_total{namespace="{{namespace}}",rollguard_model_deployment="{{name}}",rollguard_revision="{{revision}}",status="5xx"}[5s])) / sum(rate(http_requests_total{namespace="{{namespace}}",rollguard_model_deployment="{{name}}",rollguard_revision="{{revision}}"}[5s]))"#;
+
+struct Setup {
+    _ns: TestNamespace,
+    apis: Apis,
+    _op: Operator,
+    sim: ModelSim,
+    prometheus: PrometheusServer,
+}
+
+/// A namespace with the HTTPRoute, the simulator, a Prometheus scraping revisions 1..=4 of
+/// `chat`, the policy `llm` with `triggers`, and the operator.
+async fn setup(prefix: &str, policy: Value) -> Setup {
+    let cluster = cluster().await;
+    apply_router_crds(&cluster.client).await;
+    let ns = TestNamespace::create(&cluster.client, prefix).await;
+    let apis = Apis::new(&cluster.client, &ns.name);
+    create_route(&apis).await;
+    let sim = ModelSim::start().await;
+    let prometheus = sim.prometheus(&ns.name, "chat", 1..=4).await;
+    let mut spec = json!({
+        "provider": {"prometheus": {"address": prometheus.address, "timeout": "2s"}},
+        "interval": "1s",
+        "verification": {"window": "5s"},
+        "guardWindow": "1m"
+    });
+    if let (Some(obj), Value::Object(extra)) = (spec.as_object_mut(), policy) {
+        obj.extend(extra);
+    }
+    let policy: RollbackPolicy = serde_json::from_value(json!({
+        "apiVersion": "rollguard.dev/v1alpha1", "kind": "RollbackPolicy", "metadata": {"name": "llm"}, "spec": spec
+    }))
+    .expect("policy");
+    Api::<RollbackPolicy>::namespaced(cluster.client.clone(), &ns.name)
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("creating the RollbackPolicy");
+    let op = Operator::start_with(&ns.name, &["--resync-seconds", "2"]);
+    Setup {
+        _ns: ns,
+        apis,
+        _op: op,
+        sim,
+        prometheus,
+    }
+}
+
+fn error_rate_trigger(severity: &str) -> Value {
+    json!({"name": "error-rate", "query": ERROR_RATE, "operator": "Gt", "threshold": 0.1, "severity": severity})
+}
+
+fn canary(steps: Value) -> Value {
+    json!({"strategy": {"canary": {"steps": steps}},
+           "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}},
+           "rollbackPolicyRef": {"name": "llm"}})
+}
+
+fn condition(md: &ModelDeployment, type_: &str) -> Option<(String, String, String)> {
+    md.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn a_canary_breaching_a_critical_error_rate_is_rolled_back_automatically() {
+    let s = setup(
+        "metrics-rollback",
+        json!({"triggers": [error_rate_trigger("Critical")]}),
+    )
+    .await;
+    let ns = s.apis.namespace.clone();
+    s.apis
+        .roll_out("chat", &["v1"], 1, canary(json!([{"setWeight": 20}, {"pause": {}}])))
+        .await;
+    s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    wait_weight(&s.apis, 20).await;
+    // Healthy so far: the canary holds at its open pause, judged Healthy.
+    let md = s
+        .apis
+        .wait_md("chat", "analysis Healthy on r2", SECS_60, |md| {
+            md.status.as_ref().is_some_and(|st| {
+                st.analysis
+                    .iter()
+                    .any(|a| a.revision == 2 && a.verdict == Some(TriggerVerdict::Healthy))
+            })
+        })
+        .await;
+    assert!(md.status.and_then(|st| st.last_rollback).is_none());
+
+    s.sim.set(&ns, "chat", 2, json!({"errorRate": 0.6})).await;
+    let md = s
+        .apis
+        .wait_md("chat", "rolled back by error-rate", SECS_60, |md| {
+            md.status
+                .as_ref()
+                .and_then(|st| st.last_rollback.as_ref())
+                .is_some_and(|r| r.trigger == RollbackTrigger::Metric && r.completed_at.is_some())
+        })
+        .await;
+    let status = md.status.expect("status");
+    let record = status.last_rollback.expect("lastRollback");
+    assert_eq!(record.trigger_name.as_deref(), Some("error-rate"));
+    assert_eq!((record.from_revision, record.to_revision), (2, 1));
+    assert_eq!(record.threshold, Some(0.1));
+    let value = record.value.expect("the breaching value");
+    assert!(value > 0.1 && value <= 1.0, "value {value}");
+    assert_eq!(status.stable_revision, Some(1));
+    wait_weight(&s.apis, 0).await;
+    let degraded = s
+        .apis
+        .wait_md("chat", "Degraded", SECS_60, |md| {
+            md.status.as_ref().is_some_and(|st| st.phase == Some(Phase::Degraded))
+        })
+        .await;
+    let reason = degraded
+        .status
+        .and_then(|st| st.history.into_iter().find(|h| h.revision == 2))
+        .and_then(|h| h.reason)
+        .unwrap_or_default();
+    assert!(reason.contains("trigger error-rate"), "{reason}");
+    let warned = wait_for(SECS_60, || async {
+        (!s.apis.events("chat", "MetricRollback").await.is_empty()).then_some(())
+    })
+    .await;
+    assert!(warned.is_some(), "a Warning Event records the rollback");
+}
+
+#[tokio::test]
+async fn a_warning_only_breach_raises_an_event_and_does_not_roll_back() {
+    let ttft = json!({"name": "ttft-p95", "template": "VllmTtftP95", "operator": "Gt", "threshold": 1.0, "severity": "Warning"});
+    let s = setup("metrics-warning", json!({"triggers": [ttft]})).await;
+    let ns = s.apis.namespace.clone();
+    s.sim.set(&ns, "chat", 2, json!({"ttftSeconds": 4.0})).await;
+    s.apis
+        .roll_out("chat", &["v1"], 1, canary(json!([{"setWeight": 20}, {"pause": {}}])))
+        .await;
+    s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    wait_weight(&s.apis, 20).await;
+    let md = s
+        .apis
+        .wait_md("chat", "MetricsWarning=True", SECS_60, |md| {
+            condition(md, "MetricsWarning").is_some_and(|(st, _, _)| st == "True")
+        })
+        .await;
+    let (_, _, message) = condition(&md, "MetricsWarning").expect("condition");
+    assert!(message.contains("ttft-p95"), "{message}");
+    let fired = wait_for(SECS_60, || async {
+        let events = s.apis.events("chat", "TriggerFired").await;
+        events
+            .into_iter()
+            .find(|e| e.type_.as_deref() == Some("Warning"))
+            .and_then(|e| e.note)
+    })
+    .await
+    .expect("a Warning Event for the trigger");
+    assert!(fired.contains("ttft-p95"), "{fired}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let md = s.apis.md.get("chat").await.expect("md");
+    let status = md.status.expect("status");
+    assert!(status.last_rollback.is_none(), "a Warning never rolls back");
+    assert_eq!(status.canary_revision, Some(2));
+    assert_eq!(route_weights(&s.apis).await.map(|w| w.canary), Some(20));
+}
+
+#[tokio::test]
+async fn prometheus_stopped_mid_canary_holds_and_the_rollout_goes_on_once_it_is_back() {
+    let mut s = setup("metrics-outage", json!({"triggers": [error_rate_trigger("Critical")]})).await;
+    s.apis
+        .roll_out(
+            "chat",
+            &["v1"],
+            1,
+            canary(json!([{"setWeight": 20}, {"pause": {"duration": "3s"}}, {"setWeight": 60}, {"pause": {}}])),
+        )
+        .await;
+    s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    wait_weight(&s.apis, 20).await;
+    s.prometheus.stop();
+    let md = s
+        .apis
+        .wait_md("chat", "MetricsAvailable=False", SECS_60, |md| {
+            condition(md, "MetricsAvailable").is_some_and(|(st, _, _)| st == "False")
+        })
+        .await;
+    let (_, reason, message) = condition(&md, "MetricsAvailable").expect("condition");
+    assert_eq!(reason, "ProviderUnavailable");
+    assert!(message.contains("Hold"), "{message}");
+    // Longer than the 3 s pause: nothing advances, nothing rolls back.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(route_weights(&s.apis).await.map(|w| w.canary), Some(20));
+    let md = s.apis.md.get("chat").await.expect("md");
+    let status = md.status.expect("status");
+    assert!(status.last_rollback.is_none());
+    assert!(
+        status.message.unwrap_or_default().contains("metrics unavailable"),
+        "the message says why"
+    );
+
+    s.prometheus.restart().await;
+    wait_weight(&s.apis, 60).await;
+    let md = s.apis.md.get("chat").await.expect("md");
+    let (st, _, _) = condition(&md, "MetricsAvailable").expect("condition");
+    assert_eq!(st, "True");
+}
