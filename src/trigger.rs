@@ -5,7 +5,7 @@
 //! belongs to one revision: when the revision being judged changes, counting starts again.
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 
 use crate::api::{OnMetricsUnavailable, Operator, Severity, Trigger, TriggerAnalysis, TriggerVerdict};
 use crate::metrics::{MetricsError, Reading};
@@ -55,12 +55,7 @@ pub fn due(previous: Option<&TriggerAnalysis>, revision: i64, interval: SignedDu
         .map(|t| t.0);
     match last {
         None => true,
-        // Status times have whole seconds: allow for the truncation.
-        Some(last) => {
-            now >= last
-                .checked_add(interval - SignedDuration::from_secs(1))
-                .unwrap_or(last)
-        }
+        Some(last) => now >= last.checked_add(interval).unwrap_or(last),
     }
 }
 
@@ -111,7 +106,9 @@ pub fn evaluate(
         severity: Some(trigger.severity),
         message: None,
         consecutive_breaches: count,
-        last_evaluated_at: Some(stamp(now)),
+        last_evaluated_at: Some(MicroTime(
+            Timestamp::from_microsecond(now.as_microsecond()).unwrap_or(now),
+        )),
         last_fired_at: last_fired.clone(),
     };
     let value = match outcome {
@@ -199,7 +196,7 @@ pub struct Notice {
 
 /// Combines this round's entries into a decision and the notices to publish.
 ///
-/// A fired Critical trigger rolls back. Otherwise, an entry that is Unavailable (or a query
+/// A Critical trigger that fired (or keeps breaching within its cooldown) rolls back. Otherwise, an entry that is Unavailable (or a query
 /// that cannot run) follows `onMetricsUnavailable`: Hold holds, Rollback rolls back, Ignore
 /// proceeds.
 pub fn decide(
@@ -215,7 +212,9 @@ pub fn decide(
         };
         let message = e.message.clone().unwrap_or_default();
         match e.verdict {
-            Some(TriggerVerdict::Fired) if t.severity == Severity::Critical => {
+            // A Critical trigger that keeps breaching on the revision it fired on is never
+            // quieted: cooldown spaces out the Events of Warning and Info triggers.
+            Some(TriggerVerdict::Fired | TriggerVerdict::CoolingDown) if t.severity == Severity::Critical => {
                 return (
                     Decision::Rollback {
                         trigger: t.name.clone(),

@@ -223,3 +223,189 @@ async fn prometheus_stopped_mid_canary_holds_and_the_rollout_goes_on_once_it_is_
     let (st, _, _) = condition(&md, "MetricsAvailable").expect("condition");
     assert_eq!(st, "True");
 }
+
+#[tokio::test]
+async fn a_breach_in_the_guard_window_rolls_back_and_verification_passes() {
+    let s = setup("metrics-guard", json!({"triggers": [error_rate_trigger("Critical")]})).await;
+    let ns = s.apis.namespace.clone();
+    let bluegreen = json!({"rollbackPolicyRef": {"name": "llm"}});
+    s.apis.roll_out("chat", &["v1", "v2"], 1, bluegreen).await;
+    // r2 was promoted; within its one-minute guard window it starts failing.
+    s.sim.set(&ns, "chat", 2, json!({"errorRate": 0.6})).await;
+    let md = s
+        .apis
+        .wait_md("chat", "rolled back within the guard window", SECS_60, |md| {
+            md.status
+                .as_ref()
+                .and_then(|st| st.last_rollback.as_ref())
+                .is_some_and(|r| r.trigger == RollbackTrigger::Metric && r.completed_at.is_some())
+        })
+        .await;
+    let record = md.status.and_then(|st| st.last_rollback).expect("lastRollback");
+    assert_eq!((record.from_revision, record.to_revision), (2, 1));
+    assert_eq!(record.trigger_name.as_deref(), Some("error-rate"));
+    assert_eq!(s.apis.service_revision("chat").await, Some(1));
+    // r1 is healthy through the 5 s verification window.
+    let md = s
+        .apis
+        .wait_md("chat", "verification Passed", SECS_60, |md| {
+            md.status
+                .as_ref()
+                .and_then(|st| st.last_rollback.as_ref())
+                .is_some_and(|r| r.verification == Some(rollguard::api::Verification::Passed))
+        })
+        .await;
+    assert_eq!(md.status.and_then(|st| st.stable_revision), Some(1));
+}
+
+#[tokio::test]
+async fn a_restored_revision_that_breaches_fails_its_verification() {
+    let s = setup(
+        "metrics-verify",
+        json!({"triggers": [error_rate_trigger("Critical")], "verification": {"window": "60s"}}),
+    )
+    .await;
+    let ns = s.apis.namespace.clone();
+    s.apis
+        .roll_out("chat", &["v1"], 1, canary(json!([{"setWeight": 20}, {"pause": {}}])))
+        .await;
+    s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    wait_weight(&s.apis, 20).await;
+    s.apis.annotate("chat", "rollguard.dev/abort", "true").await;
+    s.apis
+        .wait_md("chat", "verification Pending", SECS_60, |md| {
+            md.status
+                .as_ref()
+                .and_then(|st| st.last_rollback.as_ref())
+                .is_some_and(|r| r.verification == Some(rollguard::api::Verification::Pending))
+        })
+        .await;
+    s.sim.set(&ns, "chat", 1, json!({"errorRate": 0.6})).await;
+    s.apis
+        .wait_md("chat", "verification Failed", SECS_60, |md| {
+            md.status
+                .as_ref()
+                .and_then(|st| st.last_rollback.as_ref())
+                .is_some_and(|r| r.verification == Some(rollguard::api::Verification::Failed))
+        })
+        .await;
+    let failed = wait_for(SECS_60, || async {
+        (!s.apis.events("chat", "VerificationFailed").await.is_empty()).then_some(())
+    })
+    .await;
+    assert!(failed.is_some(), "a Warning Event says the verification failed");
+}
+
+#[tokio::test]
+async fn consecutive_breaches_are_needed_and_cooldown_keeps_the_trigger_quiet() {
+    let warn = json!({"name": "error-rate", "query": ERROR_RATE, "operator": "Gt", "threshold": 0.1,
+                      "severity": "Warning", "consecutive": 3, "cooldown": "1h"});
+    let s = setup("metrics-consecutive", json!({"triggers": [warn]})).await;
+    let ns = s.apis.namespace.clone();
+    s.apis
+        .roll_out("chat", &["v1"], 1, canary(json!([{"setWeight": 20}, {"pause": {}}])))
+        .await;
+    s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    wait_weight(&s.apis, 20).await;
+    s.sim.set(&ns, "chat", 2, json!({"errorRate": 0.6})).await;
+    // Watch the analysis entry go Breached 1, Breached 2, then Fired.
+    let seen: std::sync::Mutex<Vec<(TriggerVerdict, i32)>> = std::sync::Mutex::new(Vec::new());
+    let fired = wait_for(SECS_60, || async {
+        let md = s.apis.md.get("chat").await.ok()?;
+        let a = md.status?.analysis.into_iter().find(|a| a.revision == 2)?;
+        let entry = (a.verdict?, a.consecutive_breaches);
+        let mut seen = seen.lock().ok()?;
+        if seen.last() != Some(&entry) {
+            seen.push(entry);
+        }
+        (entry.0 == TriggerVerdict::Fired).then_some(())
+    })
+    .await;
+    let seen = seen.into_inner().unwrap_or_default();
+    assert!(fired.is_some(), "the trigger never fired: {seen:?}");
+    let breached: Vec<i32> = seen
+        .iter()
+        .filter(|(v, _)| *v == TriggerVerdict::Breached)
+        .map(|(_, n)| *n)
+        .collect();
+    assert_eq!(breached, vec![1, 2], "two breaches in a row before it fires: {seen:?}");
+    // Breaching goes on; within the 1 h cooldown the trigger stays quiet.
+    let cooling = s
+        .apis
+        .wait_md("chat", "CoolingDown", SECS_60, |md| {
+            md.status.as_ref().is_some_and(|st| {
+                st.analysis
+                    .iter()
+                    .any(|a| a.revision == 2 && a.verdict == Some(TriggerVerdict::CoolingDown))
+            })
+        })
+        .await;
+    assert!(cooling.status.is_some());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let fired_events: Vec<_> = s
+        .apis
+        .events("chat", "TriggerFired")
+        .await
+        .into_iter()
+        .filter(|e| e.note.as_deref().is_some_and(|n| n.contains("error-rate")))
+        .collect();
+    assert_eq!(
+        fired_events
+            .iter()
+            .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+            .sum::<i32>(),
+        1,
+        "fired once: {fired_events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_gradual_rollback_pauses_while_the_triggers_judge_the_target_unhealthy() {
+    let gradual = json!({"mode": "Gradual", "gradual": {"steps": [50, 20, 5, 0], "stepDuration": "2s"}});
+    let s = setup(
+        "metrics-gradual",
+        json!({"triggers": [error_rate_trigger("Critical")], "rollback": gradual}),
+    )
+    .await;
+    let ns = s.apis.namespace.clone();
+    s.apis
+        .roll_out("chat", &["v1"], 1, canary(json!([{"setWeight": 60}, {"pause": {}}])))
+        .await;
+    s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    wait_weight(&s.apis, 60).await;
+    // The stable revision, the rollback's target, is failing when the rollback starts.
+    s.sim.set(&ns, "chat", 1, json!({"errorRate": 0.6})).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    s.apis.annotate("chat", "rollguard.dev/abort", "true").await;
+    let md = s
+        .apis
+        .wait_md("chat", "gradual rollback paused by the triggers", SECS_60, |md| {
+            md.status.as_ref().is_some_and(|st| {
+                st.phase == Some(Phase::Paused) && st.last_rollback.as_ref().is_some_and(|r| r.completed_at.is_none())
+            })
+        })
+        .await;
+    let message = md.status.and_then(|st| st.message).unwrap_or_default();
+    assert!(message.contains("trigger error-rate"), "{message}");
+    let held = route_weights(&s.apis).await.map(|w| w.canary);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        route_weights(&s.apis).await.map(|w| w.canary),
+        held,
+        "no step while unhealthy"
+    );
+
+    s.sim.set(&ns, "chat", 1, json!({"errorRate": 0.0})).await;
+    let md = s
+        .apis
+        .wait_md("chat", "gradual rollback completed", SECS_60, |md| {
+            md.status
+                .as_ref()
+                .and_then(|st| st.last_rollback.as_ref())
+                .is_some_and(|r| r.completed_at.is_some())
+        })
+        .await;
+    let record = md.status.and_then(|st| st.last_rollback).expect("lastRollback");
+    assert_eq!(record.mode, rollguard::api::RollbackMode::Gradual);
+    wait_weight(&s.apis, 0).await;
+}

@@ -524,9 +524,9 @@ pub struct TriggerAnalysis {
     /// Breaches in a row.
     #[serde(default)]
     pub consecutive_breaches: i32,
-    /// When it was last evaluated.
+    /// When it was last evaluated (microseconds: intervals can be a second).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_evaluated_at: Option<Time>,
+    pub last_evaluated_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime>,
     /// When it last fired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_fired_at: Option<Time>,
