@@ -16,4 +16,6 @@ if ! { [[ -f .local-cluster/kubeconfig ]] && .local-cluster/bin/kubectl --kubeco
   STARTED_CLUSTER=1
   bash "$ROOT/hack/cluster-up.sh"
 fi
-ROLLGUARD_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" cargo bench --bench rollback_latency --bench canary_latency
+PROMETHEUS_BIN=$(bash "$ROOT/hack/install-prometheus.sh")
+ROLLGUARD_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" ROLLGUARD_PROMETHEUS="$PROMETHEUS_BIN" \
+  cargo bench --bench rollback_latency --bench canary_latency --bench metrics_rollback
