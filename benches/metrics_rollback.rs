@@ -103,7 +103,10 @@ async fn main() {
             (r.from_revision == revision && r.completed_at.is_some()).then_some(())
         })
         .await;
-        assert!(settled.is_some(), "run {run}: the rollback of r{revision} did not complete");
+        assert!(
+            settled.is_some(),
+            "run {run}: the rollback of r{revision} did not complete"
+        );
     }
     samples.sort();
     let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);

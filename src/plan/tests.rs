@@ -1097,3 +1097,20 @@ fn a_gradual_rollback_pauses_while_the_triggers_judge_the_target_unhealthy() {
     let p = w.step();
     assert_eq!(p.route_weight, Some(20), "goes on once the triggers are healthy");
 }
+
+#[test]
+fn an_info_trigger_raises_a_normal_event_only() {
+    let info = serde_json::json!({"triggers": [
+        {"name": "error-rate", "query": "q", "operator": "Gt", "threshold": 0.05},
+        {"name": "ttft", "template": "VllmTtftP95", "operator": "Gt", "threshold": 2.5, "severity": "Info"}
+    ]});
+    let mut w = canary_with_policy(metrics_policy(info));
+    evaluate_now(&mut w, Some(0.0), Some(9.0));
+    let p = w.step();
+    let fired: Vec<_> = p.events.iter().filter(|e| e.reason == "TriggerFired").collect();
+    assert_eq!(fired.len(), 1, "{:?}", p.events);
+    assert!(!fired[0].warning, "Info is a Normal Event");
+    assert!(p.status.last_rollback.is_none());
+    let c = crate::conditions::find(&p.status.conditions, METRICS_WARNING).expect("MetricsWarning");
+    assert_eq!(c.status, "False", "only Warning triggers set the condition");
+}
