@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use kube::api::{Api, PostParams};
-use rollguard::api::{ModelDeployment, Phase, RollbackPolicy, RollbackTrigger, TriggerVerdict};
+use rollguard::api::{Phase, RollbackPolicy, RollbackTrigger, TriggerVerdict};
 use serde_json::{Value, json};
 use support::httproute::*;
 use support::prometheus::PrometheusServer;
@@ -73,13 +73,27 @@ fn canary(steps: Value) -> Value {
            "rollbackPolicyRef": {"name": "llm"}})
 }
 
-fn condition(md: &ModelDeployment, type_: &str) -> Option<(String, String, String)> {
-    md.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+/// Rolls out v1, then v2 as a canary of `steps`, and waits for the route to carry `weight`.
+async fn canary_at(s: &Setup, steps: Value, weight: i32) {
+    s.apis.roll_out("chat", &["v1"], 1, canary(steps)).await;
+    s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    wait_weight(&s.apis, weight).await;
+}
+
+/// Waits until `status.lastRollback` satisfies `pred`.
+async fn wait_rollback<F>(apis: &Apis, what: &str, pred: F) -> rollguard::api::RollbackRecord
+where
+    F: Fn(&rollguard::api::RollbackRecord) -> bool,
+{
+    let md = apis
+        .wait_md("chat", what, SECS_60, |md| {
+            md.status
+                .as_ref()
+                .and_then(|st| st.last_rollback.as_ref())
+                .is_some_and(&pred)
+        })
+        .await;
+    md.status.and_then(|st| st.last_rollback).expect("lastRollback")
 }
 
 #[tokio::test]
@@ -90,11 +104,7 @@ async fn a_canary_breaching_a_critical_error_rate_is_rolled_back_automatically()
     )
     .await;
     let ns = s.apis.namespace.clone();
-    s.apis
-        .roll_out("chat", &["v1"], 1, canary(json!([{"setWeight": 20}, {"pause": {}}])))
-        .await;
-    s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
-    wait_weight(&s.apis, 20).await;
+    canary_at(&s, json!([{"setWeight": 20}, {"pause": {}}]), 20).await;
     // Healthy so far: the canary holds at its open pause, judged Healthy.
     let md = s
         .apis
@@ -109,23 +119,16 @@ async fn a_canary_breaching_a_critical_error_rate_is_rolled_back_automatically()
     assert!(md.status.and_then(|st| st.last_rollback).is_none());
 
     s.sim.set(&ns, "chat", 2, json!({"errorRate": 0.6})).await;
-    let md = s
-        .apis
-        .wait_md("chat", "rolled back by error-rate", SECS_60, |md| {
-            md.status
-                .as_ref()
-                .and_then(|st| st.last_rollback.as_ref())
-                .is_some_and(|r| r.trigger == RollbackTrigger::Metric && r.completed_at.is_some())
-        })
-        .await;
-    let status = md.status.expect("status");
-    let record = status.last_rollback.expect("lastRollback");
+    let record = wait_rollback(&s.apis, "rolled back by error-rate", |r| {
+        r.trigger == RollbackTrigger::Metric && r.completed_at.is_some()
+    })
+    .await;
     assert_eq!(record.trigger_name.as_deref(), Some("error-rate"));
     assert_eq!((record.from_revision, record.to_revision), (2, 1));
     assert_eq!(record.threshold, Some(0.1));
     let value = record.value.expect("the breaching value");
     assert!(value > 0.1 && value <= 1.0, "value {value}");
-    assert_eq!(status.stable_revision, Some(1));
+    assert_eq!(s.apis.service_revision("chat").await, Some(1));
     wait_weight(&s.apis, 0).await;
     let degraded = s
         .apis
@@ -152,11 +155,7 @@ async fn a_warning_only_breach_raises_an_event_and_does_not_roll_back() {
     let s = setup("metrics-warning", json!({"triggers": [ttft]})).await;
     let ns = s.apis.namespace.clone();
     s.sim.set(&ns, "chat", 2, json!({"ttftSeconds": 4.0})).await;
-    s.apis
-        .roll_out("chat", &["v1"], 1, canary(json!([{"setWeight": 20}, {"pause": {}}])))
-        .await;
-    s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
-    wait_weight(&s.apis, 20).await;
+    canary_at(&s, json!([{"setWeight": 20}, {"pause": {}}]), 20).await;
     let md = s
         .apis
         .wait_md("chat", "MetricsWarning=True", SECS_60, |md| {
@@ -186,16 +185,12 @@ async fn a_warning_only_breach_raises_an_event_and_does_not_roll_back() {
 #[tokio::test]
 async fn prometheus_stopped_mid_canary_holds_and_the_rollout_goes_on_once_it_is_back() {
     let mut s = setup("metrics-outage", json!({"triggers": [error_rate_trigger("Critical")]})).await;
-    s.apis
-        .roll_out(
-            "chat",
-            &["v1"],
-            1,
-            canary(json!([{"setWeight": 20}, {"pause": {"duration": "3s"}}, {"setWeight": 60}, {"pause": {}}])),
-        )
-        .await;
-    s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
-    wait_weight(&s.apis, 20).await;
+    canary_at(
+        &s,
+        json!([{"setWeight": 20}, {"pause": {"duration": "3s"}}, {"setWeight": 60}, {"pause": {}}]),
+        20,
+    )
+    .await;
     s.prometheus.stop();
     let md = s
         .apis
@@ -232,30 +227,19 @@ async fn a_breach_in_the_guard_window_rolls_back_and_verification_passes() {
     s.apis.roll_out("chat", &["v1", "v2"], 1, bluegreen).await;
     // r2 was promoted; within its one-minute guard window it starts failing.
     s.sim.set(&ns, "chat", 2, json!({"errorRate": 0.6})).await;
-    let md = s
-        .apis
-        .wait_md("chat", "rolled back within the guard window", SECS_60, |md| {
-            md.status
-                .as_ref()
-                .and_then(|st| st.last_rollback.as_ref())
-                .is_some_and(|r| r.trigger == RollbackTrigger::Metric && r.completed_at.is_some())
-        })
-        .await;
-    let record = md.status.and_then(|st| st.last_rollback).expect("lastRollback");
+    let record = wait_rollback(&s.apis, "rolled back within the guard window", |r| {
+        r.trigger == RollbackTrigger::Metric && r.completed_at.is_some()
+    })
+    .await;
     assert_eq!((record.from_revision, record.to_revision), (2, 1));
     assert_eq!(record.trigger_name.as_deref(), Some("error-rate"));
     assert_eq!(s.apis.service_revision("chat").await, Some(1));
     // r1 is healthy through the 5 s verification window.
-    let md = s
-        .apis
-        .wait_md("chat", "verification Passed", SECS_60, |md| {
-            md.status
-                .as_ref()
-                .and_then(|st| st.last_rollback.as_ref())
-                .is_some_and(|r| r.verification == Some(rollguard::api::Verification::Passed))
-        })
-        .await;
-    assert_eq!(md.status.and_then(|st| st.stable_revision), Some(1));
+    let record = wait_rollback(&s.apis, "verification Passed", |r| {
+        r.verification == Some(rollguard::api::Verification::Passed)
+    })
+    .await;
+    assert_eq!(record.to_revision, 1);
 }
 
 #[tokio::test]
@@ -266,29 +250,17 @@ async fn a_restored_revision_that_breaches_fails_its_verification() {
     )
     .await;
     let ns = s.apis.namespace.clone();
-    s.apis
-        .roll_out("chat", &["v1"], 1, canary(json!([{"setWeight": 20}, {"pause": {}}])))
-        .await;
-    s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
-    wait_weight(&s.apis, 20).await;
+    canary_at(&s, json!([{"setWeight": 20}, {"pause": {}}]), 20).await;
     s.apis.annotate("chat", "rollguard.dev/abort", "true").await;
-    s.apis
-        .wait_md("chat", "verification Pending", SECS_60, |md| {
-            md.status
-                .as_ref()
-                .and_then(|st| st.last_rollback.as_ref())
-                .is_some_and(|r| r.verification == Some(rollguard::api::Verification::Pending))
-        })
-        .await;
+    wait_rollback(&s.apis, "verification Pending", |r| {
+        r.verification == Some(rollguard::api::Verification::Pending)
+    })
+    .await;
     s.sim.set(&ns, "chat", 1, json!({"errorRate": 0.6})).await;
-    s.apis
-        .wait_md("chat", "verification Failed", SECS_60, |md| {
-            md.status
-                .as_ref()
-                .and_then(|st| st.last_rollback.as_ref())
-                .is_some_and(|r| r.verification == Some(rollguard::api::Verification::Failed))
-        })
-        .await;
+    wait_rollback(&s.apis, "verification Failed", |r| {
+        r.verification == Some(rollguard::api::Verification::Failed)
+    })
+    .await;
     let failed = wait_for(SECS_60, || async {
         (!s.apis.events("chat", "VerificationFailed").await.is_empty()).then_some(())
     })
@@ -302,11 +274,7 @@ async fn consecutive_breaches_are_needed_and_cooldown_keeps_the_trigger_quiet() 
                       "severity": "Warning", "consecutive": 3, "cooldown": "1h"});
     let s = setup("metrics-consecutive", json!({"triggers": [warn]})).await;
     let ns = s.apis.namespace.clone();
-    s.apis
-        .roll_out("chat", &["v1"], 1, canary(json!([{"setWeight": 20}, {"pause": {}}])))
-        .await;
-    s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
-    wait_weight(&s.apis, 20).await;
+    canary_at(&s, json!([{"setWeight": 20}, {"pause": {}}]), 20).await;
     s.sim.set(&ns, "chat", 2, json!({"errorRate": 0.6})).await;
     // Watch the analysis entry go Breached 1, Breached 2, then Fired.
     let seen: std::sync::Mutex<Vec<(TriggerVerdict, i32)>> = std::sync::Mutex::new(Vec::new());
@@ -368,11 +336,7 @@ async fn a_gradual_rollback_pauses_while_the_triggers_judge_the_target_unhealthy
     )
     .await;
     let ns = s.apis.namespace.clone();
-    s.apis
-        .roll_out("chat", &["v1"], 1, canary(json!([{"setWeight": 60}, {"pause": {}}])))
-        .await;
-    s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
-    wait_weight(&s.apis, 60).await;
+    canary_at(&s, json!([{"setWeight": 60}, {"pause": {}}]), 60).await;
     // The stable revision, the rollback's target, is failing when the rollback starts.
     s.sim.set(&ns, "chat", 1, json!({"errorRate": 0.6})).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -396,16 +360,7 @@ async fn a_gradual_rollback_pauses_while_the_triggers_judge_the_target_unhealthy
     );
 
     s.sim.set(&ns, "chat", 1, json!({"errorRate": 0.0})).await;
-    let md = s
-        .apis
-        .wait_md("chat", "gradual rollback completed", SECS_60, |md| {
-            md.status
-                .as_ref()
-                .and_then(|st| st.last_rollback.as_ref())
-                .is_some_and(|r| r.completed_at.is_some())
-        })
-        .await;
-    let record = md.status.and_then(|st| st.last_rollback).expect("lastRollback");
+    let record = wait_rollback(&s.apis, "gradual rollback completed", |r| r.completed_at.is_some()).await;
     assert_eq!(record.mode, rollguard::api::RollbackMode::Gradual);
     wait_weight(&s.apis, 0).await;
 }

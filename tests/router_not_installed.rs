@@ -27,15 +27,6 @@ fn traffic_splits(apis: &Apis) -> Api<DynamicObject> {
     )
 }
 
-fn condition(md: &rollguard::api::ModelDeployment, type_: &str) -> Option<(String, String, String)> {
-    md.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
 #[tokio::test]
 async fn a_router_crd_that_is_not_installed_holds_traffic_warns_and_is_retried() {
     let cluster = cluster().await;

@@ -500,6 +500,16 @@ impl Apis {
     }
 }
 
+/// The condition `type_` of a ModelDeployment: (status, reason, message).
+pub fn condition(md: &ModelDeployment, type_: &str) -> Option<(String, String, String)> {
+    md.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
 /// A fake node of one test, managed by kwok, deleted when dropped.
 pub struct FakeNode {
     pub name: String,
