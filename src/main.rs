@@ -29,6 +29,10 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value = "text", env = "ROLLGUARD_LOG_FORMAT")]
         log_format: LogFormat,
+        /// Serve /metrics, /healthz and /readyz on this address, such as 0.0.0.0:8080
+        /// (port 0 picks a free port; the log says which).
+        #[arg(long, env = "ROLLGUARD_METRICS_ADDRESS")]
+        metrics_address: Option<std::net::SocketAddr>,
     },
     /// Print every CRD as multi-document YAML.
     Crd,
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
             namespace,
             resync_seconds,
             log_format,
+            metrics_address,
         } => {
             telemetry::init(log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -63,6 +68,7 @@ fn main() -> ExitCode {
             runtime.block_on(run(rollguard::controller::Config {
                 namespace,
                 resync: std::time::Duration::from_secs(resync_seconds),
+                metrics_address,
             }))
         }
     }
@@ -76,6 +82,11 @@ async fn run(config: rollguard::controller::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rollguard::controller::run(client, config).await;
-    ExitCode::SUCCESS
+    match rollguard::controller::run(client, config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot serve the metrics endpoint");
+            ExitCode::FAILURE
+        }
+    }
 }

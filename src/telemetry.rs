@@ -1,4 +1,4 @@
-//! Logging setup.
+//! Logging, and the operator's own metrics and health endpoints.
 
 use tracing_subscriber::EnvFilter;
 
@@ -26,4 +26,143 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+// ----- the operator's own metrics and health endpoints ------------------------------------
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The operator's own metrics, served on `/metrics` with `/healthz` and `/readyz`.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<Labels, Counter>,
+    reconcile_seconds: Histogram,
+    rollbacks: Family<Labels, Counter>,
+    evaluations: Family<Labels, Counter>,
+    ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("rollguard");
+        let reconciles = Family::<Labels, Counter>::default();
+        let reconcile_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 12));
+        let rollbacks = Family::<Labels, Counter>::default();
+        let evaluations = Family::<Labels, Counter>::default();
+        registry.register("reconciles", "ModelDeployment reconciles by result", reconciles.clone());
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time of one ModelDeployment reconcile",
+            reconcile_seconds.clone(),
+        );
+        registry.register("rollbacks", "Rollbacks started, by trigger", rollbacks.clone());
+        registry.register(
+            "trigger_evaluations",
+            "Trigger evaluations, by verdict",
+            evaluations.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_seconds,
+            rollbacks,
+            evaluations,
+            ready: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one reconcile.
+    pub fn reconciled(&self, ok: bool, seconds: f64) {
+        let result = if ok { "ok" } else { "error" };
+        self.reconciles
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc();
+        self.reconcile_seconds.observe(seconds);
+    }
+
+    /// Records a rollback started by `trigger` (Manual, Metric, ProgressDeadline...).
+    pub fn rollback_started(&self, trigger: &str) {
+        self.rollbacks
+            .get_or_create(&vec![("trigger", trigger.to_string())])
+            .inc();
+    }
+
+    /// Records one trigger evaluation with its verdict.
+    pub fn evaluated(&self, verdict: &str) {
+        self.evaluations
+            .get_or_create(&vec![("verdict", verdict.to_string())])
+            .inc();
+    }
+
+    /// Marks the operator ready (its controllers run).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut body = String::new();
+        encode(&mut body, &self.registry)?;
+        Ok(body)
+    }
+}
+
+async fn metrics_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    match m.render() {
+        Ok(body) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            e.to_string(),
+        ),
+    }
+}
+
+async fn readyz(State(m): State<Arc<Metrics>>) -> StatusCode {
+    if m.ready.load(Ordering::Relaxed) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+/// Binds `address` and serves `/metrics`, `/healthz` and `/readyz` in the background;
+/// returns the bound address (port 0 picks a free one).
+pub async fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { StatusCode::OK }))
+        .route("/readyz", get(readyz))
+        .with_state(metrics);
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics server stopped");
+        }
+    });
+    Ok(bound)
 }

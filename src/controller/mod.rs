@@ -33,6 +33,8 @@ pub struct Config {
     pub namespace: Option<String>,
     /// How often every ModelDeployment is looked at again without any event.
     pub resync: Duration,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (None: not served).
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -40,6 +42,7 @@ impl Default for Config {
         Config {
             namespace: None,
             resync: Duration::from_secs(300),
+            metrics_address: None,
         }
     }
 }
@@ -54,6 +57,8 @@ pub struct Context {
     pub resync: Duration,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<ModelDeployment>, u32>>,
+    /// The operator's own metrics.
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
 impl Context {
@@ -70,6 +75,7 @@ impl Context {
             resync,
             client,
             failures: Mutex::new(HashMap::new()),
+            metrics: Arc::default(),
         }
     }
 
@@ -108,7 +114,8 @@ fn policy_name(md: &ModelDeployment) -> Option<&str> {
 }
 
 /// Runs the operator until SIGTERM or SIGINT, then returns after in-flight reconciles end.
-pub async fn run(client: Client, config: Config) {
+/// Fails only when the metrics address cannot be bound.
+pub async fn run(client: Client, config: Config) -> std::io::Result<()> {
     fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -124,6 +131,11 @@ pub async fn run(client: Client, config: Config) {
     let services: Api<Service> = scoped(&client, &config.namespace);
     let policies: Api<RollbackPolicy> = scoped(&client, &config.namespace);
     let ctx = Arc::new(Context::new(client, config.resync));
+    let metrics = ctx.metrics.clone();
+    if let Some(address) = config.metrics_address {
+        let bound = crate::telemetry::serve(address, ctx.metrics.clone()).await?;
+        tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
+    }
     tracing::info!(
         namespace = config.namespace.as_deref().unwrap_or("<all>"),
         "rollguard operator starting"
@@ -164,6 +176,8 @@ pub async fn run(client: Client, config: Config) {
                 tracing::warn!(error = %err, "policy reconcile failed");
             }
         });
+    metrics.set_ready();
     futures::join!(models, policies);
     tracing::info!("rollguard operator stopped");
+    Ok(())
 }

@@ -9,11 +9,18 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::resources::Owner;
 use super::{Context, Error, apply, evaluate, observe};
-use crate::api::ModelDeployment;
+use crate::api::{ModelDeployment, RollbackRecord};
 use crate::plan::{self, RouteObservation};
 
-/// Reconciles one ModelDeployment.
+/// Reconciles one ModelDeployment, recording its result and duration.
 pub async fn reconcile(cached: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(cached, &ctx).await;
+    ctx.metrics.reconciled(result.is_ok(), started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_inner(cached: Arc<ModelDeployment>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let namespace = cached
         .namespace()
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
@@ -45,7 +52,19 @@ pub async fn reconcile(cached: Arc<ModelDeployment>, ctx: Arc<Context>) -> Resul
     let evaluation = evaluate::evaluate(&md, &observed).await;
     let next_evaluation = evaluation.as_ref().map(|e| e.next_in);
     observed.metrics = evaluation.map(|e| e.metrics);
+    if let Some(m) = observed.metrics.as_ref().filter(|m| m.fresh) {
+        for a in &m.analysis {
+            ctx.metrics.evaluated(&format!(
+                "{:?}",
+                a.verdict.unwrap_or(crate::api::TriggerVerdict::NoData)
+            ));
+        }
+    }
     let plan = plan::plan(&md, &observed);
+    let before = md.status.as_ref().and_then(|s| s.last_rollback.as_ref());
+    if let Some(r) = new_rollback(before, plan.status.last_rollback.as_ref()) {
+        ctx.metrics.rollback_started(&format!("{:?}", r.trigger));
+    }
     let writes = apply::apply(&ctx.client, &ctx.recorder, &md, &owner, &observed, &plan).await?;
     if writes.0 > 0 {
         tracing::info!(
@@ -72,6 +91,15 @@ pub async fn reconcile(cached: Arc<ModelDeployment>, ctx: Arc<Context>) -> Resul
         .flatten()
         .fold(ctx.resync, Duration::min);
     Ok(Action::requeue(requeue))
+}
+
+/// The rollback a plan starts, if its record differs from the one in status.
+fn new_rollback<'a>(before: Option<&RollbackRecord>, after: Option<&'a RollbackRecord>) -> Option<&'a RollbackRecord> {
+    let after = after?;
+    let same = before.is_some_and(|b| {
+        (b.from_revision, b.to_revision, &b.started_at) == (after.from_revision, after.to_revision, &after.started_at)
+    });
+    (!same).then_some(after)
 }
 
 /// Requeues a failed object with exponential backoff per object.
