@@ -288,6 +288,11 @@ impl Operator {
 
     /// Starts it with extra arguments (for example `--resync-seconds 1`).
     pub fn start_with(namespace: &str, extra: &[&str]) -> Operator {
+        Operator::start_as(namespace, &kubeconfig_path(), extra)
+    }
+
+    /// Starts it with the identity of `kubeconfig` (such as a ServiceAccount token).
+    pub fn start_as(namespace: &str, kubeconfig: &Path, extra: &[&str]) -> Operator {
         let log = std::env::temp_dir().join(format!(
             "rollguard-{namespace}-{}.log",
             NAMESPACE_COUNTER.fetch_add(1, Ordering::Relaxed)
@@ -296,7 +301,7 @@ impl Operator {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_rollguard"))
             .args(["run", "--namespace", namespace])
             .args(extra)
-            .env("KUBECONFIG", kubeconfig_path())
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn,rollguard=debug")
             .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::null())
