@@ -33,6 +33,20 @@ enum Command {
         /// (port 0 picks a free port; the log says which).
         #[arg(long, env = "ROLLGUARD_METRICS_ADDRESS")]
         metrics_address: Option<std::net::SocketAddr>,
+        /// Elect a leader through a Lease, so that several replicas can run: only the holder
+        /// reconciles.
+        #[arg(long, env = "ROLLGUARD_LEADER_ELECT")]
+        leader_elect: bool,
+        /// Namespace of the leadership Lease (default: POD_NAMESPACE, else --namespace, else
+        /// default).
+        #[arg(long, env = "ROLLGUARD_LEADER_ELECTION_NAMESPACE")]
+        leader_election_namespace: Option<String>,
+        /// Name of the leadership Lease.
+        #[arg(long, default_value = "rollguard", env = "ROLLGUARD_LEADER_ELECTION_LEASE")]
+        leader_election_lease: String,
+        /// Seconds a leader keeps the Lease without renewing it; a follower takes over after.
+        #[arg(long, default_value_t = 15, env = "ROLLGUARD_LEADER_ELECTION_SECONDS", value_parser = clap::value_parser!(u64).range(2..=3600))]
+        leader_election_seconds: u64,
     },
     /// Print every CRD as multi-document YAML.
     Crd,
@@ -56,6 +70,10 @@ fn main() -> ExitCode {
             resync_seconds,
             log_format,
             metrics_address,
+            leader_elect,
+            leader_election_namespace,
+            leader_election_lease,
+            leader_election_seconds,
         } => {
             telemetry::init(log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -65,10 +83,23 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let leader_election = leader_elect.then(|| rollguard::controller::LeaderElection {
+                namespace: leader_election_namespace
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .or_else(|| namespace.clone())
+                    .unwrap_or_else(|| "default".into()),
+                lease: leader_election_lease,
+                identity: std::env::var("POD_NAME")
+                    .or_else(|_| std::env::var("HOSTNAME"))
+                    .map(|h| format!("{h}-{}", std::process::id()))
+                    .unwrap_or_else(|_| format!("rollguard-{}", std::process::id())),
+                duration_seconds: leader_election_seconds,
+            });
             runtime.block_on(run(rollguard::controller::Config {
                 namespace,
                 resync: std::time::Duration::from_secs(resync_seconds),
                 metrics_address,
+                leader_election,
             }))
         }
     }
@@ -85,7 +116,7 @@ async fn run(config: rollguard::controller::Config) -> ExitCode {
     match rollguard::controller::run(client, config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = %err, "cannot serve the metrics endpoint");
+            tracing::error!(error = %err, "rollguard stopped");
             ExitCode::FAILURE
         }
     }

@@ -1,5 +1,6 @@
 //! `deploy/`: its manifests are accepted by the API server, and the operator does a whole
-//! rollout, canary, rollback and policy status with only the ServiceAccount's permissions.
+//! rollout, canary, rollback and policy status, with leader election, with only the
+//! ServiceAccount's permissions.
 
 mod support;
 
@@ -78,7 +79,17 @@ async fn the_operator_works_with_only_the_permissions_deploy_grants() {
         .create(&PostParams::default(), &policy)
         .await
         .expect("creating the RollbackPolicy");
-    let op = Operator::start_as(&ns.name, &kubeconfig, &["--resync-seconds", "2"]);
+    let op = Operator::start_as(
+        &ns.name,
+        &kubeconfig,
+        &[
+            "--resync-seconds",
+            "2",
+            "--leader-elect",
+            "--leader-election-namespace",
+            &ns.name,
+        ],
+    );
 
     let spec = json!({"strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": "1s"}}]}},
                       "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}},

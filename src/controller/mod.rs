@@ -35,6 +35,58 @@ pub struct Config {
     pub resync: Duration,
     /// Where to serve `/metrics`, `/healthz` and `/readyz` (None: not served).
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// Leader election among replicas (None: this process reconciles at once).
+    pub leader_election: Option<LeaderElection>,
+}
+
+/// Leader election through a coordination.k8s.io Lease: only its holder reconciles.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Name of the Lease.
+    pub lease: String,
+    /// This replica's identity (the pod name).
+    pub identity: String,
+    /// Seconds a holder keeps the Lease without renewing it (>= 2).
+    pub duration_seconds: u64,
+}
+
+/// Why the operator stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The metrics address could not be bound.
+    #[error("cannot serve the metrics endpoint: {0}")]
+    Metrics(#[source] std::io::Error),
+    /// The Lease could not be used.
+    #[error("leader election failed: {0}")]
+    Lease(#[source] kube_lease_manager::LeaseManagerError),
+    /// Another replica took the Lease: this one stops, to be restarted as a follower.
+    #[error("lost the leadership Lease {0}; stopping so that only the leader reconciles")]
+    LostLeadership(String),
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 impl Default for Config {
@@ -43,6 +95,7 @@ impl Default for Config {
             namespace: None,
             resync: Duration::from_secs(300),
             metrics_address: None,
+            leader_election: None,
         }
     }
 }
@@ -109,13 +162,56 @@ pub fn backoff(n: u32) -> Duration {
     Duration::from_secs((1u64 << exp).min(300))
 }
 
+type Held = (
+    tokio::sync::watch::Receiver<bool>,
+    tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+    String,
+);
+
+/// Waits to hold the Lease; None when a shutdown signal came first.
+async fn lead(client: Client, le: &LeaderElection) -> Result<Option<Held>, RunError> {
+    let duration = le.duration_seconds.max(2);
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &le.lease)
+        .with_namespace(&le.namespace)
+        .with_identity(&le.identity)
+        .with_duration(duration)
+        .with_grace((duration / 3).max(1))
+        .with_field_manager(FIELD_MANAGER)
+        .build()
+        .await
+        .map_err(RunError::Lease)?;
+    let lease = format!("{}/{}", le.namespace, le.lease);
+    let (mut held, task) = manager.watch().await;
+    tracing::info!(lease = %lease, identity = %le.identity, "waiting for leadership");
+    let acquired = async {
+        loop {
+            if *held.borrow_and_update() {
+                return true;
+            }
+            if held.changed().await.is_err() {
+                return false;
+            }
+        }
+    };
+    tokio::select! {
+        ok = acquired => {
+            if !ok {
+                return Err(RunError::LostLeadership(lease));
+            }
+        }
+        _ = shutdown_signal() => return Ok(None),
+    }
+    tracing::info!(lease = %lease, identity = %le.identity, "became the leader");
+    Ok(Some((held, task, lease)))
+}
+
 fn policy_name(md: &ModelDeployment) -> Option<&str> {
     md.spec.rollback_policy_ref.as_ref().map(|r| r.name.as_str())
 }
 
 /// Runs the operator until SIGTERM or SIGINT, then returns after in-flight reconciles end.
-/// Fails only when the metrics address cannot be bound.
-pub async fn run(client: Client, config: Config) -> std::io::Result<()> {
+/// With leader election it first waits to hold the Lease, and stops if it loses it.
+pub async fn run(client: Client, config: Config) -> Result<(), RunError> {
     fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -130,12 +226,24 @@ pub async fn run(client: Client, config: Config) -> std::io::Result<()> {
     let deployments: Api<Deployment> = scoped(&client, &config.namespace);
     let services: Api<Service> = scoped(&client, &config.namespace);
     let policies: Api<RollbackPolicy> = scoped(&client, &config.namespace);
-    let ctx = Arc::new(Context::new(client, config.resync));
+    let ctx = Arc::new(Context::new(client.clone(), config.resync));
     let metrics = ctx.metrics.clone();
     if let Some(address) = config.metrics_address {
-        let bound = crate::telemetry::serve(address, ctx.metrics.clone()).await?;
+        let bound = crate::telemetry::serve(address, ctx.metrics.clone())
+            .await
+            .map_err(RunError::Metrics)?;
         tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
     }
+    // Ready means the process runs; a follower waiting for the Lease is ready too.
+    metrics.set_ready();
+    let leadership = match &config.leader_election {
+        Some(le) => match lead(client, le).await? {
+            Some(held) => Some(held),
+            // Asked to stop before becoming the leader.
+            None => return Ok(()),
+        },
+        None => None,
+    };
     tracing::info!(
         namespace = config.namespace.as_deref().unwrap_or("<all>"),
         "rollguard operator starting"
@@ -176,8 +284,32 @@ pub async fn run(client: Client, config: Config) -> std::io::Result<()> {
                 tracing::warn!(error = %err, "policy reconcile failed");
             }
         });
-    metrics.set_ready();
-    futures::join!(models, policies);
+    let controllers = async {
+        futures::join!(models, policies);
+    };
+    if let Some((mut held, task, lease)) = leadership {
+        let lost = async {
+            while held.changed().await.is_ok() {
+                if !*held.borrow_and_update() {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            _ = controllers => {}
+            _ = lost => {
+                tracing::error!(lease = %lease, "lost the leadership Lease; stopping");
+                return Err(RunError::LostLeadership(lease));
+            }
+        }
+        // Closing the channel releases the Lease for the next replica at once.
+        drop(held);
+        if let Ok(Err(e)) = task.await {
+            tracing::warn!(error = %e, "releasing the Lease failed; it expires on its own");
+        }
+    } else {
+        controllers.await;
+    }
     tracing::info!("rollguard operator stopped");
     Ok(())
 }
