@@ -18,9 +18,10 @@ bench:
 build:
 	cargo build
 
-## crds: regenerate crds/ from the Rust types
+## crds: regenerate crds/ (and the chart's copy) from the Rust types
 crds:
 	cargo run --quiet -- crd > crds/rollguard.yaml
+	cp crds/rollguard.yaml charts/rollguard/crds/rollguard.yaml
 
 ## crd-check: fail when crds/ differs from the Rust types
 crd-check:

@@ -45,14 +45,19 @@ cargo clippy --all-targets -- -D warnings
 
 step "CRD drift check (crds/ against rollguard crd)"
 cargo build --quiet
-if ! ./target/debug/rollguard crd | diff -u crds/rollguard.yaml -; then
-  echo "error: crds/ is out of date: run 'make crds' and commit the result" >&2
-  exit 1
-fi
+for copy in crds/rollguard.yaml charts/rollguard/crds/rollguard.yaml; do
+  if ! ./target/debug/rollguard crd | diff -u "$copy" -; then
+    echo "error: $copy is out of date: run 'make crds' and commit the result" >&2
+    exit 1
+  fi
+done
+
+step "helm (built from its Go module, cached) for the chart tests"
+HELM_BIN=$(bash "$ROOT/hack/build-helm.sh" | tail -n 1)
 
 step "cargo test"
 ROLLGUARD_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" ROLLGUARD_KUBECTL="$BIN_DIR/kubectl" \
-  ROLLGUARD_PROMETHEUS="$PROMETHEUS_BIN" cargo test --lib --bins --tests
+  ROLLGUARD_PROMETHEUS="$PROMETHEUS_BIN" ROLLGUARD_HELM="$HELM_BIN" cargo test --lib --bins --tests
 step "cargo test --doc"
 cargo test --doc
 step "done"
