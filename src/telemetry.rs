@@ -114,31 +114,27 @@ impl Metrics {
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Relaxed);
     }
-
-    /// The OpenMetrics text of every metric.
-    pub fn render(&self) -> Result<String, std::fmt::Error> {
-        let mut body = String::new();
-        encode(&mut body, &self.registry)?;
-        Ok(body)
-    }
 }
 
-async fn metrics_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    match m.render() {
-        Ok(body) => (
+/// An HTTP answer with the OpenMetrics text of `registry` (500 if it cannot be encoded).
+pub fn openmetrics(registry: &Registry) -> axum::response::Response {
+    let mut body = String::new();
+    match encode(&mut body, registry) {
+        Ok(()) => (
             StatusCode::OK,
             [(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
             body,
-        ),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            e.to_string(),
-        ),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+async fn metrics_handler(State(m): State<Arc<Metrics>>) -> axum::response::Response {
+    openmetrics(&m.registry)
 }
 
 async fn readyz(State(m): State<Arc<Metrics>>) -> StatusCode {

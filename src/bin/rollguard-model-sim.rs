@@ -21,12 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::Parser;
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
@@ -145,26 +143,11 @@ fn status(class: &str) -> Status {
 
 type Fleet = Arc<Mutex<HashMap<(String, String, String), Revision>>>;
 
-async fn metrics(State(fleet): State<Fleet>, Path(key): Path<(String, String, String)>) -> impl IntoResponse {
+async fn metrics(State(fleet): State<Fleet>, Path(key): Path<(String, String, String)>) -> Response {
     let mut fleet = fleet.lock().unwrap_or_else(|e| e.into_inner());
     let revision = fleet.entry(key).or_insert_with(|| Revision::new(Profile::default()));
     revision.advance();
-    let mut body = String::new();
-    match encode(&mut body, &revision.registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        ),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            e.to_string(),
-        ),
-    }
+    rollguard::telemetry::openmetrics(&revision.registry)
 }
 
 async fn set_profile(
