@@ -162,7 +162,7 @@ async fn blue_green_with_a_router_switches_the_weights_in_one_write() {
     let (_ns, apis, _op) = setup("bg-router").await;
     let spec = json!({"strategy": {"blueGreen": {"autoPromote": true}}, "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}}});
     apis.roll_out("chat", &["v1"], 1, spec).await;
-    let seen = record_weights(&apis);
+    let seen = record_weights(&apis).await;
     apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
     apis.wait_healthy("chat", 2).await;
     wait_weight(&apis, 0).await;

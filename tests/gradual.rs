@@ -69,7 +69,7 @@ async fn a_gradual_rollback_walks_50_20_5_0_holding_each_step() {
     apis.roll_out("chat", &["v1"], 1, spec(None)).await;
     apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
     wait_weight(&apis, 60).await;
-    let log = record_weights(&apis);
+    let log = record_weights(&apis).await;
 
     apis.annotate("chat", "rollguard.dev/abort", "true").await;
     let md = apis
@@ -173,8 +173,10 @@ async fn a_gradual_rollback_pauses_while_the_stable_revision_is_unhealthy() {
     .await;
     assert!(warned.is_some(), "a Warning Event says the rollback paused");
 
+    // Record from the paused state on (the watch's first event is the weight held), then
+    // let the stable revision's pods come back.
+    let log = record_weights(&apis).await;
     node.cordon(&apis.client, false).await;
-    let log = record_weights(&apis);
     let md = wait_rolled_back(&apis).await;
     let weights: Vec<i32> = weight_changes(&log).into_iter().map(|(_, w)| w).collect();
     assert_eq!(weights, vec![60, 50, 20, 5, 0], "the walk goes on once it is healthy");
@@ -190,7 +192,7 @@ async fn a_manual_rollback_of_a_stable_revision_runs_gradually_too() {
                       "rollbackPolicyRef": {"name": "gradual"}});
     apis.roll_out("chat", &["v1", "v2"], 1, spec).await;
     wait_weight(&apis, 0).await;
-    let log = record_weights(&apis);
+    let log = record_weights(&apis).await;
 
     apis.annotate("chat", "rollguard.dev/rollback-to", "previous").await;
     let md = wait_rolled_back(&apis).await;

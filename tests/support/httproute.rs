@@ -55,8 +55,19 @@ pub async fn wait_weight(apis: &Apis, canary: i32) -> Instant {
 /// Every canary weight the HTTPRoute carries, with when it was seen, from a watch.
 pub type WeightLog = Arc<Mutex<Vec<(Instant, i32)>>>;
 
-/// Starts recording the canary weights of the HTTPRoute `chat`.
-pub fn record_weights(apis: &Apis) -> WeightLog {
+/// Starts recording the canary weights of the HTTPRoute `chat`, and returns once the first
+/// (current) weight is recorded, so nothing done afterwards is missed.
+pub async fn record_weights(apis: &Apis) -> WeightLog {
+    let log = start_recording(apis);
+    let first = wait_for(Duration::from_secs(60), || async {
+        (!log.lock().map(|v| v.is_empty()).unwrap_or(true)).then_some(())
+    })
+    .await;
+    assert!(first.is_some(), "the HTTPRoute watch delivered nothing");
+    log
+}
+
+fn start_recording(apis: &Apis) -> WeightLog {
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, watcher};
     let seen: WeightLog = Arc::new(Mutex::new(Vec::new()));
