@@ -12,6 +12,24 @@ use crate::metrics::query::{Vars, render, text_of};
 use crate::plan::{self, Judged, MetricsObservation, Observed, PolicyObservation, parse_duration};
 use crate::trigger::{self, EvaluationError, Outcome};
 
+/// Prometheus clients by address and timeout, shared by every reconcile (a client keeps its
+/// connection pool and TLS setup).
+#[derive(Default)]
+pub struct Providers {
+    clients: std::sync::Mutex<std::collections::HashMap<(String, Duration), Prometheus>>,
+}
+
+impl Providers {
+    /// The client of `address` with `timeout`, built on first use.
+    pub fn prometheus(&self, address: &str, timeout: Duration) -> Prometheus {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients
+            .entry((address.to_string(), timeout))
+            .or_insert_with(|| Prometheus::new(address, timeout))
+            .clone()
+    }
+}
+
 /// The evaluation of this reconcile, and how long until the next one is due.
 pub struct Evaluation {
     /// What the triggers say.
@@ -49,7 +67,7 @@ pub fn vars(md: &ModelDeployment, obs: &Observed, judged: Judged, policy: &Rollb
 
 /// Queries the triggers when they are due (else keeps their last results) and decides.
 /// None when nothing is judged.
-pub async fn evaluate(md: &ModelDeployment, obs: &Observed) -> Option<Evaluation> {
+pub async fn evaluate(md: &ModelDeployment, obs: &Observed, providers: &Providers) -> Option<Evaluation> {
     let judged = plan::judged(md, obs)?;
     let policy = match &obs.policy {
         Some(PolicyObservation::Found(p)) => p.as_ref(),
@@ -101,7 +119,7 @@ pub async fn evaluate(md: &ModelDeployment, obs: &Observed) -> Option<Evaluation
         .filter(|d| d.is_positive())
         .map(|d| d.unsigned_abs())
         .unwrap_or(Duration::from_secs(5));
-    let prometheus = Prometheus::new(&provider.prometheus.address, timeout);
+    let prometheus = providers.prometheus(&provider.prometheus.address, timeout);
     let vars = vars(md, obs, judged, policy);
     let outcomes: Vec<Outcome> = join_all(policy.triggers.iter().map(|t| {
         let query = render(&text_of(t), &vars);

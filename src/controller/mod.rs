@@ -112,6 +112,8 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<ModelDeployment>, u32>>,
     /// The operator's own metrics.
     pub metrics: Arc<crate::telemetry::Metrics>,
+    /// Metrics provider clients, reused across reconciles.
+    pub providers: evaluate::Providers,
 }
 
 impl Context {
@@ -129,6 +131,7 @@ impl Context {
             client,
             failures: Mutex::new(HashMap::new()),
             metrics: Arc::default(),
+            providers: evaluate::Providers::default(),
         }
     }
 

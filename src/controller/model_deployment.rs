@@ -49,7 +49,7 @@ async fn reconcile_inner(cached: Arc<ModelDeployment>, ctx: &Arc<Context>) -> Re
         reference,
     };
     let mut observed = observe::observe(&ctx.client, &owner, &md).await?;
-    let evaluation = evaluate::evaluate(&md, &observed).await;
+    let evaluation = evaluate::evaluate(&md, &observed, &ctx.providers).await;
     let next_evaluation = evaluation.as_ref().map(|e| e.next_in);
     observed.metrics = evaluation.map(|e| e.metrics);
     if let Some(m) = observed.metrics.as_ref().filter(|m| m.fresh) {
