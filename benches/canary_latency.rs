@@ -14,11 +14,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kube::api::{Api, PostParams};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::Api;
+use kube::core::DynamicObject;
 use kube::runtime::{WatchStreamExt, watcher};
 use rollguard::traffic::gateway_api;
 use serde_json::json;
+use support::httproute::{create_route, routes};
 use support::*;
 
 fn report(name: &str, mut samples: Vec<Duration>) {
@@ -69,21 +70,8 @@ async fn main() {
     apply_router_crds(&cluster.client).await;
     let ns = TestNamespace::create(&cluster.client, "bench-canary").await;
     let apis = Apis::new(&cluster.client, &ns.name);
-    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
-    let routes: Api<DynamicObject> = Api::namespaced_with(
-        cluster.client.clone(),
-        &ns.name,
-        &ApiResource::from_gvk_with_plural(&gvk, "httproutes"),
-    );
-    let route: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "chat"},
-        "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{"backendRefs": [{"name": "chat", "port": 8000}]}]}
-    }))
-    .expect("route");
-    routes
-        .create(&PostParams::default(), &route)
-        .await
-        .expect("creating HTTPRoute");
+    let routes = routes(&apis);
+    create_route(&apis).await;
     let _op = Operator::start(&ns.name);
 
     // One canary of `runs` open pauses, each followed by a weight one higher.

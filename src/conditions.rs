@@ -62,6 +62,12 @@ impl Desired {
     }
 }
 
+/// A status timestamp: whole seconds, as the API server stores `Time`, so a status built
+/// from a re-read one compares equal. Clocks of steps and deadlines keep full precision.
+pub fn stamp(t: jiff::Timestamp) -> Time {
+    Time(jiff::Timestamp::from_second(t.as_second()).unwrap_or(t))
+}
+
 /// Merges desired conditions into the existing ones.
 ///
 /// - a condition whose status is unchanged keeps its `lastTransitionTime`;

@@ -5,7 +5,9 @@
 //! belongs to one revision: when the revision being judged changes, counting starts again.
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+use crate::conditions::stamp;
 
 use crate::api::{OnMetricsUnavailable, Operator, Severity, Trigger, TriggerAnalysis, TriggerVerdict};
 use crate::metrics::{MetricsError, Reading};
@@ -41,10 +43,6 @@ fn symbol(op: Operator) -> &'static str {
         Operator::Eq => "==",
         Operator::Ne => "!=",
     }
-}
-
-fn stamp(t: Timestamp) -> Time {
-    Time(Timestamp::from_second(t.as_second()).unwrap_or(t))
 }
 
 /// Whether a trigger evaluated at `last` (on the same revision) is due again at `now`.

@@ -21,15 +21,6 @@ fn phase_of(md: &rollguard::api::ModelDeployment, rev: i64) -> Option<RevisionPh
         .map(|h| h.phase)
 }
 
-fn condition(md: &rollguard::api::ModelDeployment, type_: &str) -> Option<(String, String)> {
-    md.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.message.clone()))
-}
-
 async fn setup(prefix: &str) -> (TestNamespace, Apis, Operator) {
     let cluster = cluster().await;
     let ns = TestNamespace::create(&cluster.client, prefix).await;
@@ -337,7 +328,7 @@ async fn bad_annotation_values_get_a_warning_and_change_nothing_else() {
         apis.annotate("chat", key, value).await;
         apis.wait_consumed("chat", key).await;
         apis.wait_md("chat", "AnnotationAccepted=False", SECS_60, |m| {
-            condition(m, "AnnotationAccepted").is_some_and(|(s, msg)| s == "False" && msg.contains(value))
+            condition(m, "AnnotationAccepted").is_some_and(|(s, _, msg)| s == "False" && msg.contains(value))
         })
         .await;
         let now = apis.md.get("chat").await.expect("get").status.expect("status");

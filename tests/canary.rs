@@ -127,27 +127,12 @@ async fn a_missing_route_gets_a_condition_and_a_warning_and_traffic_stays() {
     apis.create(&model_deployment("chat", "v1", 1, spec)).await;
     let md = apis
         .wait_md("chat", "TrafficRouted=False", SECS_60, |md| {
-            md.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "TrafficRouted" && c.status == "False" && c.reason == "RouteNotFound")
-            })
+            condition(md, "TrafficRouted").is_some_and(|(s, r, _)| s == "False" && r == "RouteNotFound")
         })
         .await;
-    let c = md
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "TrafficRouted"))
-        .expect("condition");
-    assert!(c.message.contains("absent"), "{}", c.message);
-    let warned = wait_for(SECS_60, || async {
-        let events = apis.events("chat", "RouteNotFound").await;
-        events
-            .iter()
-            .any(|e| e.type_.as_deref() == Some("Warning"))
-            .then_some(())
-    })
-    .await;
+    let (_, _, message) = condition(&md, "TrafficRouted").expect("condition");
+    assert!(message.contains("absent"), "{message}");
+    let warned = apis.wait_event("chat", "RouteNotFound", Some("Warning")).await;
     assert!(warned.is_some(), "a Warning Event RouteNotFound");
     // The first revision needs no weights: it serves through the stable Service.
     apis.wait_md("chat", "stable r1", SECS_60, |md| {
@@ -251,14 +236,9 @@ async fn a_route_that_does_not_reference_our_services_holds_the_canary_and_is_le
         "{}",
         condition.message
     );
-    let warned = wait_for(SECS_60, || async {
-        let events = apis.events("chat", "RouteNotReferencingServices").await;
-        events
-            .iter()
-            .any(|e| e.type_.as_deref() == Some("Warning"))
-            .then_some(())
-    })
-    .await;
+    let warned = apis
+        .wait_event("chat", "RouteNotReferencingServices", Some("Warning"))
+        .await;
     assert!(warned.is_some(), "a Warning Event");
     // Retried with backoff, and the route is never written.
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -167,10 +167,7 @@ async fn a_gradual_rollback_pauses_while_the_stable_revision_is_unhealthy() {
         Some(60),
         "no step while the stable revision is unhealthy"
     );
-    let warned = wait_for(SECS_60, || async {
-        (!apis.events("chat", "GradualRollbackPaused").await.is_empty()).then_some(())
-    })
-    .await;
+    let warned = apis.wait_event("chat", "GradualRollbackPaused", None).await;
     assert!(warned.is_some(), "a Warning Event says the rollback paused");
 
     // Record from the paused state on (the watch's first event is the weight held), then

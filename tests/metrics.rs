@@ -142,10 +142,7 @@ async fn a_canary_breaching_a_critical_error_rate_is_rolled_back_automatically()
         .and_then(|h| h.reason)
         .unwrap_or_default();
     assert!(reason.contains("trigger error-rate"), "{reason}");
-    let warned = wait_for(SECS_60, || async {
-        (!s.apis.events("chat", "MetricRollback").await.is_empty()).then_some(())
-    })
-    .await;
+    let warned = s.apis.wait_event("chat", "MetricRollback", None).await;
     assert!(warned.is_some(), "a Warning Event records the rollback");
 }
 
@@ -164,15 +161,12 @@ async fn a_warning_only_breach_raises_an_event_and_does_not_roll_back() {
         .await;
     let (_, _, message) = condition(&md, "MetricsWarning").expect("condition");
     assert!(message.contains("ttft-p95"), "{message}");
-    let fired = wait_for(SECS_60, || async {
-        let events = s.apis.events("chat", "TriggerFired").await;
-        events
-            .into_iter()
-            .find(|e| e.type_.as_deref() == Some("Warning"))
-            .and_then(|e| e.note)
-    })
-    .await
-    .expect("a Warning Event for the trigger");
+    let fired = s
+        .apis
+        .wait_event("chat", "TriggerFired", Some("Warning"))
+        .await
+        .and_then(|e| e.note)
+        .expect("a Warning Event for the trigger");
     assert!(fired.contains("ttft-p95"), "{fired}");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let md = s.apis.md.get("chat").await.expect("md");
@@ -261,10 +255,7 @@ async fn a_restored_revision_that_breaches_fails_its_verification() {
         r.verification == Some(rollguard::api::Verification::Failed)
     })
     .await;
-    let failed = wait_for(SECS_60, || async {
-        (!s.apis.events("chat", "VerificationFailed").await.is_empty()).then_some(())
-    })
-    .await;
+    let failed = s.apis.wait_event("chat", "VerificationFailed", None).await;
     assert!(failed.is_some(), "a Warning Event says the verification failed");
 }
 

@@ -121,20 +121,12 @@ async fn a_missing_policy_is_reported_on_the_model_deployment() {
     .await;
     let md = apis
         .wait_md("chat", "PolicyResolved=False", SECS_60, |md| {
-            md.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "PolicyResolved" && c.status == "False" && c.reason == "PolicyNotFound")
-            })
+            condition(md, "PolicyResolved").is_some_and(|(s, r, _)| s == "False" && r == "PolicyNotFound")
         })
         .await;
-    let c = md
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "PolicyResolved"))
-        .expect("condition");
-    assert!(c.message.contains("spec.rollbackPolicyRef.name"), "{}", c.message);
-    assert!(c.message.contains("\"absent\""), "{}", c.message);
+    let (_, _, message) = condition(&md, "PolicyResolved").expect("condition");
+    assert!(message.contains("spec.rollbackPolicyRef.name"), "{message}");
+    assert!(message.contains("\"absent\""), "{message}");
     // The model server still rolls out.
     apis.wait_healthy("chat", 1).await;
 }

@@ -107,10 +107,7 @@ async fn the_operator_works_with_only_the_permissions_deploy_grants() {
         .await;
     let record = md.status.and_then(|s| s.last_rollback).expect("lastRollback");
     assert_eq!(record.mode, rollguard::api::RollbackMode::Gradual);
-    let events = wait_for(SECS_60, || async {
-        (!apis.events("chat", "RolledBack").await.is_empty()).then_some(())
-    })
-    .await;
+    let events = apis.wait_event("chat", "RolledBack", None).await;
     assert!(events.is_some(), "Events are published");
     let valid = wait_for(SECS_60, || async {
         let p = policies.get("llm").await.ok()?;

@@ -58,10 +58,7 @@ async fn a_router_crd_that_is_not_installed_holds_traffic_warns_and_is_retried()
         .await;
     let (_, _, message) = condition(&md, "TrafficRouted").expect("condition");
     assert!(message.contains("split.smi-spec.io/v1alpha4"), "{message}");
-    let warned = wait_for(SECS_60, || async {
-        (!apis.events("chat", "RouterNotInstalled").await.is_empty()).then_some(())
-    })
-    .await;
+    let warned = apis.wait_event("chat", "RouterNotInstalled", None).await;
     assert!(warned.is_some(), "a Warning Event names the missing CRD");
     // Traffic stays on stable and the operator keeps running, retrying.
     tokio::time::sleep(Duration::from_secs(3)).await;

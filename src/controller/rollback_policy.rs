@@ -56,7 +56,7 @@ pub async fn reconcile(policy: Arc<RollbackPolicy>, ctx: Arc<Context>) -> Result
         .filter(|md| md.spec.rollback_policy_ref.as_ref().is_some_and(|r| r.name == name))
         .map(|md| md.name_any())
         .collect();
-    let now = Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default());
+    let now = conditions::stamp(jiff::Timestamp::now());
     let status = desired_status(&policy, users, &now);
     if policy.status.as_ref() != Some(&status) {
         let patch = serde_json::json!({

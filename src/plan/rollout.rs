@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::annotations::{self, Promote, Request, RollbackTarget};
 use super::{
@@ -19,7 +18,7 @@ use crate::api::{
     CanaryStep, GradualRollback, ModelDeployment, OnUnhealthy, Phase, RevisionPhase, RevisionRecord, RollbackMode,
     RollbackPolicySpec, RollbackRecord, RollbackSpec, RollbackTrigger, Severity, TriggerVerdict, Verification,
 };
-use crate::conditions::{self, Desired, reasons, types};
+use crate::conditions::{self, Desired, reasons, stamp, types};
 use crate::revision::{self, Snapshot};
 use crate::trigger::Decision;
 
@@ -37,12 +36,6 @@ pub const METRICS_WARNING: &str = "MetricsWarning";
 
 /// Restored by a rollback: the history reason that keeps a revision out of the guard window.
 const RESTORED: &str = "restored by a rollback";
-
-/// A status timestamp: whole seconds, as the API server stores them, so a plan made from a
-/// re-read status compares equal. Clocks of steps and deadlines keep full precision.
-fn stamp(t: Timestamp) -> Time {
-    Time(Timestamp::from_second(t.as_second()).unwrap_or(t))
-}
 
 /// The outcome of one reconcile of a gradual rollback.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -391,38 +384,33 @@ impl<'a> Planner<'a> {
                 self.event(true, "VerificationFailed", note);
             }
             (
-                Purpose::Rollout,
+                purpose @ (Purpose::Rollout | Purpose::Guard),
                 Decision::Rollback {
                     trigger,
                     value,
                     threshold,
                     detail,
                 },
-            ) if rev == self.target => {
-                let Some(s) = self.stable.filter(|s| *s != rev) else {
+            ) => {
+                // A canary returns to stable; a guarded stable revision to the previous one.
+                let (to, how) = match purpose {
+                    Purpose::Rollout if rev == self.target => (self.stable.filter(|s| *s != rev), "rolled back"),
+                    Purpose::Guard if self.stable == Some(rev) => {
+                        (self.previous_of(rev), "rolled back within its guard window")
+                    }
+                    _ => (None, ""),
+                };
+                let Some(to) = to else {
                     return;
                 };
-                let why = format!("rolled back by trigger {trigger}: {detail}");
+                let why = format!("{how} by trigger {trigger}: {detail}");
                 self.set_phase(rev, RevisionPhase::RolledBack, Some(why.clone()));
                 self.event(true, "MetricRollback", format!("revision {rev} {why}"));
-                self.start_metric_rollback(rev, s, &trigger, value, threshold);
-            }
-            (
-                Purpose::Guard,
-                Decision::Rollback {
-                    trigger,
-                    value,
-                    threshold,
-                    detail,
-                },
-            ) if self.stable == Some(rev) => {
-                let Some(prev) = self.previous_of(rev) else {
-                    return;
-                };
-                let why = format!("rolled back within its guard window by trigger {trigger}: {detail}");
-                self.set_phase(rev, RevisionPhase::RolledBack, Some(why.clone()));
-                self.event(true, "MetricRollback", format!("revision {rev} {why}"));
-                self.start_metric_rollback(rev, prev, &trigger, value, threshold);
+                self.start_rollback(rev, to, RollbackTrigger::Metric, &trigger);
+                if let Some(r) = self.last_rollback.as_mut() {
+                    r.value = value;
+                    r.threshold = threshold;
+                }
             }
             _ => {}
         }
@@ -455,14 +443,6 @@ impl<'a> Planner<'a> {
             r.to_revision
         );
         self.event(false, "VerificationPassed", note);
-    }
-
-    fn start_metric_rollback(&mut self, from: i64, to: i64, trigger: &str, value: Option<f64>, threshold: Option<f64>) {
-        self.start_rollback(from, to, RollbackTrigger::Metric, trigger);
-        if let Some(r) = self.last_rollback.as_mut() {
-            r.value = value;
-            r.threshold = threshold;
-        }
     }
 
     fn event(&mut self, warning: bool, reason: &'static str, note: String) {

@@ -503,6 +503,22 @@ impl Apis {
             .filter(|e| e.reason.as_deref() == Some(reason))
             .collect()
     }
+
+    /// Waits up to 60 s for an Event `reason` about `name`, of type `type_` (any when None).
+    pub async fn wait_event(
+        &self,
+        name: &str,
+        reason: &str,
+        type_: Option<&str>,
+    ) -> Option<k8s_openapi::api::events::v1::Event> {
+        wait_for(Duration::from_secs(60), || async {
+            self.events(name, reason)
+                .await
+                .into_iter()
+                .find(|e| type_.is_none() || e.type_.as_deref() == type_)
+        })
+        .await
+    }
 }
 
 /// The condition `type_` of a ModelDeployment: (status, reason, message).
