@@ -7,10 +7,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::StreamExt;
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use support::*;
 
@@ -43,33 +41,13 @@ async fn main() {
         .await;
         assert!(warm.is_some(), "r1 is not warm before rollback {i}");
 
-        let watch = watcher(
-            apis.services.clone(),
-            watcher::Config::default().fields("metadata.name=chat"),
-        )
-        .applied_objects()
-        .boxed();
-        let mut watch = watch.peekable();
-        // The first event is the current state; wait for it so the watch is established.
-        let _ = std::pin::Pin::new(&mut watch).peek().await;
-        let start = Instant::now();
-        apis.annotate("chat", "rollguard.dev/rollback-to", "previous").await;
-        let selected = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(Ok(svc)) = watch.next().await {
-                let rev = svc
-                    .spec
-                    .and_then(|s| s.selector)
-                    .and_then(|s| s.get("rollguard.dev/revision").cloned());
-                if rev.as_deref() == Some("1") {
-                    return Some(start.elapsed());
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("rollback {i}: the stable Service did not select r1 within 30s"));
+        let selected = apis
+            .time_until_selects(
+                "chat",
+                1,
+                apis.annotate("chat", "rollguard.dev/rollback-to", "previous"),
+            )
+            .await;
         samples.push(selected);
 
         // Back to r2 for the next round.

@@ -18,4 +18,4 @@ if ! { [[ -f .local-cluster/kubeconfig ]] && .local-cluster/bin/kubectl --kubeco
 fi
 PROMETHEUS_BIN=$(bash "$ROOT/hack/install-prometheus.sh")
 ROLLGUARD_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" ROLLGUARD_PROMETHEUS="$PROMETHEUS_BIN" \
-  cargo bench --bench rollback_latency --bench canary_latency --bench metrics_rollback
+  cargo bench --bench rollback_latency --bench canary_latency --bench metrics_rollback --bench slow_provider_rollback

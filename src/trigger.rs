@@ -247,6 +247,92 @@ pub fn decide(
     (decision, notices)
 }
 
+/// One round of judging a revision: the new `status.analysis` entries, what they ask for,
+/// and the lower-severity triggers that fired in it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Judgement {
+    /// One entry per trigger.
+    pub analysis: Vec<TriggerAnalysis>,
+    /// What they ask for.
+    pub decision: Decision,
+    /// Warning and Info triggers that fired in this round.
+    pub notices: Vec<Notice>,
+}
+
+/// Judges `revision` on the query `outcomes` (one per trigger, in order), carrying each
+/// trigger's count and cooldown over from its `previous` entry.
+pub fn judge(
+    triggers: &[Trigger],
+    revision: i64,
+    outcomes: &[Outcome],
+    previous: &[TriggerAnalysis],
+    on_unavailable: OnMetricsUnavailable,
+    now: Timestamp,
+) -> Judgement {
+    let analysis: Vec<TriggerAnalysis> = triggers
+        .iter()
+        .zip(outcomes)
+        .map(|(t, outcome)| {
+            let before = previous.iter().find(|p| p.trigger == t.name);
+            evaluate(t, revision, outcome, before, now)
+        })
+        .collect();
+    let (decision, notices) = decide(triggers, &analysis, on_unavailable);
+    Judgement {
+        analysis,
+        decision,
+        notices,
+    }
+}
+
+/// The standing judgement of `revision` from entries recorded earlier (such as
+/// `status.analysis` after a restart), when every trigger has one; it announces nothing.
+pub fn standing(
+    triggers: &[Trigger],
+    revision: i64,
+    recorded: &[TriggerAnalysis],
+    on_unavailable: OnMetricsUnavailable,
+) -> Option<Judgement> {
+    let analysis: Vec<TriggerAnalysis> = triggers
+        .iter()
+        .map(|t| {
+            recorded
+                .iter()
+                .find(|a| a.trigger == t.name && a.revision == revision)
+                .cloned()
+        })
+        .collect::<Option<_>>()?;
+    let (decision, _) = decide(triggers, &analysis, on_unavailable);
+    Some(Judgement {
+        analysis,
+        decision,
+        notices: Vec::new(),
+    })
+}
+
+/// When the triggers of `revision` are next due, given their recorded entries: None when
+/// one of them is due now (never evaluated on this revision, or its interval has passed).
+pub fn next_due(
+    triggers: &[Trigger],
+    recorded: &[TriggerAnalysis],
+    revision: i64,
+    interval: SignedDuration,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let mut next: Option<Timestamp> = None;
+    for t in triggers {
+        let previous = recorded.iter().find(|a| a.trigger == t.name);
+        if due(previous, revision, interval, now) {
+            return None;
+        }
+        let at = previous
+            .and_then(|p| p.last_evaluated_at.as_ref())
+            .map(|l| l.0.checked_add(interval).unwrap_or(l.0))?;
+        next = Some(next.map_or(at, |n| n.min(at)));
+    }
+    next
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,6 +460,79 @@ mod tests {
             if trigger == "onMetricsUnavailable" && detail.contains("connection refused")));
         let ignore = decide(std::slice::from_ref(&critical), &entries, OnMetricsUnavailable::Ignore).0;
         assert_eq!(ignore, Decision::Proceed);
+    }
+
+    #[test]
+    fn judging_carries_counts_and_standing_needs_every_trigger() {
+        let t = trigger(2, "Critical");
+        let first = judge(
+            std::slice::from_ref(&t),
+            4,
+            &[v(0.07)],
+            &[],
+            OnMetricsUnavailable::Hold,
+            at(0),
+        );
+        assert_eq!(first.analysis[0].verdict, Some(TriggerVerdict::Breached));
+        assert_eq!(first.decision, Decision::Proceed);
+        let second = judge(
+            std::slice::from_ref(&t),
+            4,
+            &[v(0.08)],
+            &first.analysis,
+            OnMetricsUnavailable::Hold,
+            at(30),
+        );
+        assert_eq!(second.analysis[0].verdict, Some(TriggerVerdict::Fired));
+        assert!(matches!(second.decision, Decision::Rollback { .. }));
+        let standing_now = standing(
+            std::slice::from_ref(&t),
+            4,
+            &second.analysis,
+            OnMetricsUnavailable::Hold,
+        );
+        assert_eq!(standing_now.map(|j| j.decision), Some(second.decision.clone()));
+        // Recorded on another revision, or a trigger without an entry: nothing stands.
+        assert_eq!(
+            standing(
+                std::slice::from_ref(&t),
+                5,
+                &second.analysis,
+                OnMetricsUnavailable::Hold
+            ),
+            None
+        );
+        let other = trigger(1, "Warning");
+        let mut both = vec![t.clone(), other];
+        both[1].name = "latency".into();
+        assert_eq!(standing(&both, 4, &second.analysis, OnMetricsUnavailable::Hold), None);
+    }
+
+    #[test]
+    fn next_due_is_the_earliest_interval_end_or_now() {
+        let t = trigger(1, "Critical");
+        let interval = SignedDuration::from_secs(30);
+        let done = judge(
+            std::slice::from_ref(&t),
+            4,
+            &[v(0.01)],
+            &[],
+            OnMetricsUnavailable::Hold,
+            at(10),
+        );
+        assert_eq!(
+            next_due(std::slice::from_ref(&t), &done.analysis, 4, interval, at(20)),
+            Some(at(40))
+        );
+        assert_eq!(
+            next_due(std::slice::from_ref(&t), &done.analysis, 4, interval, at(40)),
+            None
+        );
+        assert_eq!(
+            next_due(std::slice::from_ref(&t), &done.analysis, 5, interval, at(20)),
+            None
+        );
+        assert_eq!(next_due(std::slice::from_ref(&t), &[], 4, interval, at(20)), None);
     }
 
     #[test]

@@ -1,27 +1,44 @@
-//! Evaluates the RollbackPolicy's triggers on the revision being judged, every `interval`.
+//! Evaluates the RollbackPolicy's triggers off the reconcile path.
+//!
+//! Metrics I/O must never delay a manual request, an abort, a rollback, a promotion or a
+//! step, and a metrics provider is slowest exactly during an incident. So a reconcile never
+//! queries: one task per ModelDeployment whose revision is being judged queries the provider
+//! every `interval` and publishes its latest [`Judgement`]; the reconcile reads the latest one
+//! without waiting ([`Evaluators::observe`]), and each publication wakes the reconcile.
+//!
+//! A task is bound to a [`Job`] (the judged revision and why, the triggers, the provider and
+//! the query variables): when the reconcile asks for another job, the old task stops and a
+//! new one starts, carrying on from the entries already recorded in `status.analysis` (so a
+//! restarted operator keeps counting and does not query before the interval has passed).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::channel::mpsc::UnboundedSender;
 use futures::future::join_all;
+use jiff::{SignedDuration, Timestamp};
+use kube::runtime::reflector::ObjectRef;
 
 use super::resources::{canary_service_name, stable_service_name};
-use crate::api::{ModelDeployment, RollbackPolicySpec};
+use crate::api::{ModelDeployment, OnMetricsUnavailable, RollbackPolicySpec, Trigger, TriggerAnalysis};
 use crate::metrics::MetricsProvider;
 use crate::metrics::prometheus::Prometheus;
 use crate::metrics::query::{Vars, render, text_of};
 use crate::plan::{self, Judged, MetricsObservation, Observed, PolicyObservation, parse_duration};
-use crate::trigger::{self, EvaluationError, Outcome};
+use crate::telemetry::Metrics;
+use crate::trigger::{self, Decision, EvaluationError, Judgement, Outcome};
 
-/// Prometheus clients by address and timeout, shared by every reconcile (a client keeps its
+/// Prometheus clients by address and timeout, shared by every evaluation (a client keeps its
 /// connection pool and TLS setup).
 #[derive(Default)]
-pub struct Providers {
-    clients: std::sync::Mutex<std::collections::HashMap<(String, Duration), Prometheus>>,
+struct Providers {
+    clients: Mutex<HashMap<(String, Duration), Prometheus>>,
 }
 
 impl Providers {
     /// The client of `address` with `timeout`, built on first use.
-    pub fn prometheus(&self, address: &str, timeout: Duration) -> Prometheus {
+    fn prometheus(&self, address: &str, timeout: Duration) -> Prometheus {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         clients
             .entry((address.to_string(), timeout))
@@ -30,16 +47,230 @@ impl Providers {
     }
 }
 
-/// The evaluation of this reconcile, and how long until the next one is due.
-pub struct Evaluation {
-    /// What the triggers say.
-    pub metrics: MetricsObservation,
-    /// When to evaluate again.
-    pub next_in: Duration,
+/// What one evaluation task does: judge one revision with one policy's triggers.
+#[derive(Clone, Debug, PartialEq)]
+struct Job {
+    judged: Judged,
+    triggers: Vec<Trigger>,
+    on_unavailable: OnMetricsUnavailable,
+    interval: SignedDuration,
+    address: String,
+    timeout: Duration,
+    vars: Vars,
+}
+
+impl Job {
+    /// The job `md` needs now; None when nothing is judged.
+    fn of(md: &ModelDeployment, obs: &Observed) -> Option<Job> {
+        let judged = plan::judged(md, obs)?;
+        let policy = match &obs.policy {
+            Some(PolicyObservation::Found(p)) => p.as_ref(),
+            _ => return None,
+        };
+        let provider = policy.provider.as_ref()?;
+        Some(Job {
+            judged,
+            triggers: policy.triggers.clone(),
+            on_unavailable: policy.on_metrics_unavailable,
+            interval: parse_duration(&policy.interval.0)
+                .filter(|d| d.is_positive())
+                .unwrap_or(SignedDuration::from_secs(30)),
+            address: provider.prometheus.address.clone(),
+            timeout: parse_duration(&provider.prometheus.timeout.0)
+                .filter(|d| d.is_positive())
+                .map(|d| d.unsigned_abs())
+                .unwrap_or(Duration::from_secs(5)),
+            vars: vars(md, obs, judged, policy),
+        })
+    }
+}
+
+/// The latest judgement a task published (None until its first).
+type Latest = Arc<Mutex<Option<Judgement>>>;
+
+fn read(latest: &Latest) -> Option<Judgement> {
+    latest.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+struct Task {
+    job: Job,
+    latest: Latest,
+    handle: tokio::task::AbortHandle,
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// The evaluation tasks, one per judged ModelDeployment.
+pub struct Evaluators {
+    tasks: Mutex<HashMap<ObjectRef<ModelDeployment>, Task>>,
+    providers: Providers,
+    wake: UnboundedSender<ObjectRef<ModelDeployment>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Evaluators {
+    /// Evaluators that wake a ModelDeployment's reconcile through `wake` when they publish.
+    pub fn new(wake: UnboundedSender<ObjectRef<ModelDeployment>>, metrics: Arc<Metrics>) -> Self {
+        Evaluators {
+            tasks: Mutex::new(HashMap::new()),
+            providers: Providers::default(),
+            wake,
+            metrics,
+        }
+    }
+
+    /// What the triggers say now about the revision `md` needs judged, without waiting: the
+    /// latest published judgement, else the one standing in `status.analysis`, else a Hold
+    /// until the first evaluation. Starts, replaces or stops the evaluation task to match.
+    /// None when nothing is judged.
+    pub fn observe(
+        &self,
+        key: &ObjectRef<ModelDeployment>,
+        md: &ModelDeployment,
+        obs: &Observed,
+    ) -> Option<MetricsObservation> {
+        let Some(job) = Job::of(md, obs) else {
+            self.forget(key);
+            return None;
+        };
+        let revision = job.judged.revision;
+        let recorded: Vec<TriggerAnalysis> = md
+            .status
+            .as_ref()
+            .map(|s| s.analysis.iter().filter(|a| a.revision == revision).cloned().collect())
+            .unwrap_or_default();
+        let published = {
+            let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            match tasks.get(key) {
+                Some(task) if task.job == job => read(&task.latest),
+                previous => {
+                    // Carry on from the newer of the old task's judgement and the status.
+                    let carried = previous
+                        .and_then(|t| read(&t.latest))
+                        .filter(|j| j.analysis.iter().all(|a| a.revision == revision))
+                        .filter(|j| newest(&j.analysis) >= newest(&recorded))
+                        .map(|j| j.analysis)
+                        .unwrap_or_else(|| recorded.clone());
+                    let task = self.spawn(key.clone(), job.clone(), carried);
+                    let first = read(&task.latest);
+                    tasks.insert(key.clone(), task);
+                    first
+                }
+            }
+        };
+        Some(match published {
+            Some(j) => {
+                // Announce a round once: when it is newer than what the status recorded.
+                let fresh = newest(&j.analysis) > newest(&recorded);
+                MetricsObservation {
+                    judged: job.judged,
+                    analysis: j.analysis,
+                    decision: j.decision,
+                    notices: if fresh { j.notices } else { Vec::new() },
+                    fresh,
+                }
+            }
+            None => MetricsObservation {
+                judged: job.judged,
+                analysis: Vec::new(),
+                decision: Decision::Hold {
+                    reason: format!("the triggers on revision {revision} are being evaluated for the first time"),
+                },
+                notices: Vec::new(),
+                fresh: false,
+            },
+        })
+    }
+
+    /// Stops the evaluation of `key` (it was deleted, or nothing of it is judged).
+    pub fn forget(&self, key: &ObjectRef<ModelDeployment>) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.remove(key);
+    }
+
+    fn spawn(&self, key: ObjectRef<ModelDeployment>, job: Job, recorded: Vec<TriggerAnalysis>) -> Task {
+        let standing = trigger::standing(&job.triggers, job.judged.revision, &recorded, job.on_unavailable);
+        let latest: Latest = Arc::new(Mutex::new(standing));
+        let prometheus = self.providers.prometheus(&job.address, job.timeout);
+        let run = evaluate_every_interval(
+            job.clone(),
+            recorded,
+            prometheus,
+            latest.clone(),
+            self.wake.clone(),
+            key,
+            self.metrics.clone(),
+        );
+        let handle = tokio::spawn(run).abort_handle();
+        Task { job, latest, handle }
+    }
+}
+
+/// The latest `lastEvaluatedAt` among `entries`.
+fn newest(entries: &[TriggerAnalysis]) -> Option<Timestamp> {
+    entries
+        .iter()
+        .filter_map(|a| a.last_evaluated_at.as_ref().map(|t| t.0))
+        .max()
+}
+
+/// The task: wait until the triggers are due, query them all at once, publish, wake the
+/// reconcile, repeat. Ends when the operator stops listening.
+async fn evaluate_every_interval(
+    job: Job,
+    mut recorded: Vec<TriggerAnalysis>,
+    prometheus: Prometheus,
+    latest: Latest,
+    wake: UnboundedSender<ObjectRef<ModelDeployment>>,
+    key: ObjectRef<ModelDeployment>,
+    metrics: Arc<Metrics>,
+) {
+    let revision = job.judged.revision;
+    loop {
+        let now = Timestamp::now();
+        if let Some(at) = trigger::next_due(&job.triggers, &recorded, revision, job.interval, now) {
+            tokio::time::sleep(now.duration_until(at).unsigned_abs()).await;
+        }
+        let now = Timestamp::now();
+        let outcomes: Vec<Outcome> = join_all(job.triggers.iter().map(|t| {
+            let query = render(&text_of(t), &job.vars);
+            let prometheus = &prometheus;
+            async move {
+                match query {
+                    Ok(q) => prometheus.query(&q).await.map_err(EvaluationError::from),
+                    Err(e) => Err(EvaluationError::Invalid(format!("query cannot be built: {e}"))),
+                }
+            }
+        }))
+        .await;
+        let judgement = trigger::judge(&job.triggers, revision, &outcomes, &recorded, job.on_unavailable, now);
+        for a in &judgement.analysis {
+            metrics.evaluated(&format!(
+                "{:?}",
+                a.verdict.unwrap_or(crate::api::TriggerVerdict::NoData)
+            ));
+        }
+        tracing::debug!(
+            object = %key,
+            revision,
+            purpose = ?job.judged.purpose,
+            decision = ?judgement.decision,
+            "triggers evaluated"
+        );
+        recorded = judgement.analysis.clone();
+        *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(judgement);
+        if wake.unbounded_send(key.clone()).is_err() {
+            return;
+        }
+    }
 }
 
 /// The query variables for `judged`.
-pub fn vars(md: &ModelDeployment, obs: &Observed, judged: Judged, policy: &RollbackPolicySpec) -> Vars {
+fn vars(md: &ModelDeployment, obs: &Observed, judged: Judged, policy: &RollbackPolicySpec) -> Vars {
     let name = md.metadata.name.clone().unwrap_or_default();
     let snapshot = obs
         .revisions
@@ -63,96 +294,4 @@ pub fn vars(md: &ModelDeployment, obs: &Observed, judged: Judged, policy: &Rollb
         name,
         interval: policy.interval.0.clone(),
     }
-}
-
-/// Queries the triggers when they are due (else keeps their last results) and decides.
-/// None when nothing is judged.
-pub async fn evaluate(md: &ModelDeployment, obs: &Observed, providers: &Providers) -> Option<Evaluation> {
-    let judged = plan::judged(md, obs)?;
-    let policy = match &obs.policy {
-        Some(PolicyObservation::Found(p)) => p.as_ref(),
-        _ => return None,
-    };
-    let provider = policy.provider.as_ref()?;
-    let interval = parse_duration(&policy.interval.0)
-        .filter(|d| d.is_positive())
-        .unwrap_or(jiff::SignedDuration::from_secs(30));
-    let status = md.status.clone().unwrap_or_default();
-    let previous = |name: &str| {
-        status
-            .analysis
-            .iter()
-            .find(|a| a.trigger == name && a.revision == judged.revision)
-    };
-    let due = policy
-        .triggers
-        .iter()
-        .any(|t| trigger::due(previous(&t.name), judged.revision, interval, obs.now));
-    let next_in = interval.unsigned_abs();
-    if !due {
-        let analysis: Vec<_> = policy
-            .triggers
-            .iter()
-            .filter_map(|t| previous(&t.name).cloned())
-            .collect();
-        let (decision, _) = trigger::decide(&policy.triggers, &analysis, policy.on_metrics_unavailable);
-        let last = analysis
-            .iter()
-            .filter_map(|a| a.last_evaluated_at.as_ref().map(|t| t.0))
-            .max();
-        let next_in = last
-            .and_then(|l| l.checked_add(interval).ok())
-            .map(|at| obs.now.duration_until(at).unsigned_abs())
-            .unwrap_or(next_in);
-        return Some(Evaluation {
-            metrics: MetricsObservation {
-                judged,
-                analysis,
-                decision,
-                notices: Vec::new(),
-                fresh: false,
-            },
-            next_in,
-        });
-    }
-    let timeout = parse_duration(&provider.prometheus.timeout.0)
-        .filter(|d| d.is_positive())
-        .map(|d| d.unsigned_abs())
-        .unwrap_or(Duration::from_secs(5));
-    let prometheus = providers.prometheus(&provider.prometheus.address, timeout);
-    let vars = vars(md, obs, judged, policy);
-    let outcomes: Vec<Outcome> = join_all(policy.triggers.iter().map(|t| {
-        let query = render(&text_of(t), &vars);
-        let prometheus = &prometheus;
-        async move {
-            match query {
-                Ok(q) => prometheus.query(&q).await.map_err(EvaluationError::from),
-                Err(e) => Err(EvaluationError::Invalid(format!("query cannot be built: {e}"))),
-            }
-        }
-    }))
-    .await;
-    let analysis: Vec<_> = policy
-        .triggers
-        .iter()
-        .zip(&outcomes)
-        .map(|(t, outcome)| trigger::evaluate(t, judged.revision, outcome, previous(&t.name), obs.now))
-        .collect();
-    let (decision, notices) = trigger::decide(&policy.triggers, &analysis, policy.on_metrics_unavailable);
-    tracing::debug!(
-        revision = judged.revision,
-        purpose = ?judged.purpose,
-        ?decision,
-        "triggers evaluated"
-    );
-    Some(Evaluation {
-        metrics: MetricsObservation {
-            judged,
-            analysis,
-            decision,
-            notices,
-            fresh: true,
-        },
-        next_in,
-    })
 }

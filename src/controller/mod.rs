@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::runtime::controller::Controller;
@@ -112,13 +113,14 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<ModelDeployment>, u32>>,
     /// The operator's own metrics.
     pub metrics: Arc<crate::telemetry::Metrics>,
-    /// Metrics provider clients, reused across reconciles.
-    pub providers: evaluate::Providers,
+    /// The trigger evaluations running off the reconcile path.
+    pub evaluators: evaluate::Evaluators,
 }
 
 impl Context {
-    /// A context around a client.
-    pub fn new(client: Client, resync: Duration) -> Self {
+    /// A context around a client; trigger evaluations wake reconciles through `wake`.
+    pub fn new(client: Client, resync: Duration, wake: UnboundedSender<ObjectRef<ModelDeployment>>) -> Self {
+        let metrics: Arc<crate::telemetry::Metrics> = Arc::default();
         let reporter = Reporter {
             controller: "rollguard".into(),
             instance: std::env::var("POD_NAME")
@@ -130,8 +132,8 @@ impl Context {
             resync,
             client,
             failures: Mutex::new(HashMap::new()),
-            metrics: Arc::default(),
-            providers: evaluate::Providers::default(),
+            evaluators: evaluate::Evaluators::new(wake, metrics.clone()),
+            metrics,
         }
     }
 
@@ -148,6 +150,13 @@ impl Context {
     pub fn record_success(&self, obj: &ObjectRef<ModelDeployment>) {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         failures.remove(obj);
+    }
+
+    /// Forgets everything kept about `obj`, which is gone or being deleted: its failure count
+    /// and its trigger evaluation.
+    pub fn forget(&self, obj: &ObjectRef<ModelDeployment>) {
+        self.record_success(obj);
+        self.evaluators.forget(obj);
     }
 }
 
@@ -229,7 +238,9 @@ pub async fn run(client: Client, config: Config) -> Result<(), RunError> {
     let deployments: Api<Deployment> = scoped(&client, &config.namespace);
     let services: Api<Service> = scoped(&client, &config.namespace);
     let policies: Api<RollbackPolicy> = scoped(&client, &config.namespace);
-    let ctx = Arc::new(Context::new(client.clone(), config.resync));
+    // Trigger evaluations publish off the reconcile path and wake the reconcile through this.
+    let (wake, woken) = futures::channel::mpsc::unbounded();
+    let ctx = Arc::new(Context::new(client.clone(), config.resync, wake));
     let metrics = ctx.metrics.clone();
     if let Some(address) = config.metrics_address {
         let bound = crate::telemetry::serve(address, ctx.metrics.clone())
@@ -266,6 +277,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), RunError> {
                 .map(|md| ObjectRef::from(md.as_ref()))
                 .collect::<Vec<_>>()
         })
+        .reconcile_on(woken)
         .shutdown_on_signal()
         .run(model_deployment::reconcile, model_deployment::error_policy, ctx.clone())
         .for_each(|result| async move {

@@ -1,14 +1,13 @@
 //! The ModelDeployment reconciler: observe, plan, apply.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
 use super::resources::Owner;
-use super::{Context, Error, apply, evaluate, observe};
+use super::{Context, Error, apply, observe};
 use crate::api::{ModelDeployment, RollbackRecord};
 use crate::plan::{self, RouteObservation};
 
@@ -28,11 +27,13 @@ async fn reconcile_inner(cached: Arc<ModelDeployment>, ctx: &Arc<Context>) -> Re
     // removal of a handled annotation); planning from it could handle a request twice.
     // Read the object fresh: one GET per reconcile.
     let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let key = ObjectRef::from(cached.as_ref());
     let Some(md) = api
         .get_opt(&cached.name_any())
         .await
         .map_err(|e| Error::GetModelDeployment(format!("{namespace}/{}", cached.name_any()), e))?
     else {
+        ctx.forget(&key);
         return Ok(Action::await_change());
     };
     let md = Arc::new(md);
@@ -41,6 +42,7 @@ async fn reconcile_inner(cached: Arc<ModelDeployment>, ctx: &Arc<Context>) -> Re
         .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
     if md.metadata.deletion_timestamp.is_some() {
         // Owner references delete the children; nothing to do.
+        ctx.forget(&key);
         return Ok(Action::await_change());
     }
     let owner = Owner {
@@ -49,17 +51,8 @@ async fn reconcile_inner(cached: Arc<ModelDeployment>, ctx: &Arc<Context>) -> Re
         reference,
     };
     let mut observed = observe::observe(&ctx.client, &owner, &md).await?;
-    let evaluation = evaluate::evaluate(&md, &observed, &ctx.providers).await;
-    let next_evaluation = evaluation.as_ref().map(|e| e.next_in);
-    observed.metrics = evaluation.map(|e| e.metrics);
-    if let Some(m) = observed.metrics.as_ref().filter(|m| m.fresh) {
-        for a in &m.analysis {
-            ctx.metrics.evaluated(&format!(
-                "{:?}",
-                a.verdict.unwrap_or(crate::api::TriggerVerdict::NoData)
-            ));
-        }
-    }
+    // Never waits for a metrics provider: the latest published verdicts, if any.
+    observed.metrics = ctx.evaluators.observe(&key, &md, &observed);
     let plan = plan::plan(&md, &observed);
     let before = md.status.as_ref().and_then(|s| s.last_rollback.as_ref());
     if let Some(r) = new_rollback(before, plan.status.last_rollback.as_ref()) {
@@ -85,11 +78,8 @@ async fn reconcile_inner(cached: Arc<ModelDeployment>, ctx: &Arc<Context>) -> Re
             message.clone(),
         ));
     }
-    ctx.record_success(&ObjectRef::from(md.as_ref()));
-    let requeue = [plan.requeue_after, next_evaluation]
-        .into_iter()
-        .flatten()
-        .fold(ctx.resync, Duration::min);
+    ctx.record_success(&key);
+    let requeue = plan.requeue_after.map_or(ctx.resync, |r| r.min(ctx.resync));
     Ok(Action::requeue(requeue))
 }
 

@@ -1410,6 +1410,17 @@ impl<'a> Planner<'a> {
 /// (True while a Warning trigger has fired recently).
 fn metrics_conditions(m: &super::MetricsObservation) -> Vec<Desired> {
     let rev = m.judged.revision;
+    if m.analysis.is_empty() {
+        // The first evaluation of this revision has not answered yet.
+        let message = match &m.decision {
+            Decision::Hold { reason } => reason.clone(),
+            _ => format!("the triggers on revision {rev} are being evaluated"),
+        };
+        return vec![
+            Desired::new(crate::conditions::types::METRICS_AVAILABLE, None, "Evaluating", message),
+            Desired::new(METRICS_WARNING, Some(false), "NoWarning", ""),
+        ];
+    }
     let broken = m
         .analysis
         .iter()

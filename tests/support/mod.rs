@@ -8,6 +8,7 @@
 pub mod httproute;
 pub mod prometheus;
 pub mod sim;
+pub mod slow_provider;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -483,6 +484,46 @@ impl Apis {
     pub async fn service_revision(&self, service: &str) -> Option<i64> {
         let svc = self.services.get_opt(service).await.expect("reading Service")?;
         svc.spec?.selector?.get("rollguard.dev/revision")?.parse().ok()
+    }
+
+    /// Runs `act` and returns how long after it started the Service `service` selected
+    /// `revision` (seen through a watch opened before `act`); panics after 30 s.
+    pub async fn time_until_selects<F: std::future::Future<Output = ()>>(
+        &self,
+        service: &str,
+        revision: i64,
+        act: F,
+    ) -> Duration {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+        let watch = watcher(
+            self.services.clone(),
+            watcher::Config::default().fields(&format!("metadata.name={service}")),
+        )
+        .applied_objects()
+        .boxed();
+        let mut watch = watch.peekable();
+        // The first event is the current state; wait for it so the watch is established.
+        let _ = std::pin::Pin::new(&mut watch).peek().await;
+        let wanted = revision.to_string();
+        let start = std::time::Instant::now();
+        act.await;
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(Ok(svc)) = watch.next().await {
+                let selected = svc
+                    .spec
+                    .and_then(|s| s.selector)
+                    .and_then(|s| s.get("rollguard.dev/revision").cloned());
+                if selected.as_deref() == Some(wanted.as_str()) {
+                    return Some(start.elapsed());
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("the Service {service} did not select revision {revision} within 30s"))
     }
 
     /// `spec.replicas` of a Deployment, None when it does not exist.
