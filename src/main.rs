@@ -106,14 +106,23 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: rollguard::controller::Config) -> ExitCode {
-    let client = match kube::Client::try_default().await {
-        Ok(client) => client,
+    // Every request the client makes is counted in rollguard_kube_requests_total.
+    let metrics = std::sync::Arc::new(telemetry::Metrics::default());
+    let client = match kube::Config::infer().await {
+        Ok(kube_config) => telemetry::requests::counted_client(kube_config, metrics.clone()),
         Err(err) => {
-            tracing::error!(error = %err, "cannot build a Kubernetes client from kubeconfig or in-cluster config");
+            tracing::error!(error = %err, "cannot read the Kubernetes client configuration (kubeconfig or in-cluster)");
             return ExitCode::FAILURE;
         }
     };
-    match rollguard::controller::run(client, config).await {
+    let client = match client {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot build a Kubernetes client");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rollguard::controller::run(client, metrics, config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "rollguard stopped");

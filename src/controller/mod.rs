@@ -119,8 +119,12 @@ pub struct Context {
 
 impl Context {
     /// A context around a client; trigger evaluations wake reconciles through `wake`.
-    pub fn new(client: Client, resync: Duration, wake: UnboundedSender<ObjectRef<ModelDeployment>>) -> Self {
-        let metrics: Arc<crate::telemetry::Metrics> = Arc::default();
+    pub fn new(
+        client: Client,
+        resync: Duration,
+        metrics: Arc<crate::telemetry::Metrics>,
+        wake: UnboundedSender<ObjectRef<ModelDeployment>>,
+    ) -> Self {
         let reporter = Reporter {
             controller: "rollguard".into(),
             instance: std::env::var("POD_NAME")
@@ -223,7 +227,8 @@ fn policy_name(md: &ModelDeployment) -> Option<&str> {
 
 /// Runs the operator until SIGTERM or SIGINT, then returns after in-flight reconciles end.
 /// With leader election it first waits to hold the Lease, and stops if it loses it.
-pub async fn run(client: Client, config: Config) -> Result<(), RunError> {
+/// `metrics` are served on `config.metrics_address` (the client may count its requests there).
+pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config: Config) -> Result<(), RunError> {
     fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -240,8 +245,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), RunError> {
     let policies: Api<RollbackPolicy> = scoped(&client, &config.namespace);
     // Trigger evaluations publish off the reconcile path and wake the reconcile through this.
     let (wake, woken) = futures::channel::mpsc::unbounded();
-    let ctx = Arc::new(Context::new(client.clone(), config.resync, wake));
-    let metrics = ctx.metrics.clone();
+    let ctx = Arc::new(Context::new(client.clone(), config.resync, metrics.clone(), wake));
     if let Some(address) = config.metrics_address {
         let bound = crate::telemetry::serve(address, ctx.metrics.clone())
             .await

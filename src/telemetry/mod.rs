@@ -1,5 +1,7 @@
 //! Logging, and the operator's own metrics and health endpoints.
 
+pub mod requests;
+
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
@@ -53,6 +55,7 @@ pub struct Metrics {
     reconcile_seconds: Histogram,
     rollbacks: Family<Labels, Counter>,
     evaluations: Family<Labels, Counter>,
+    kube_requests: Family<Labels, Counter>,
     ready: AtomicBool,
 }
 
@@ -63,6 +66,7 @@ impl Default for Metrics {
         let reconcile_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let rollbacks = Family::<Labels, Counter>::default();
         let evaluations = Family::<Labels, Counter>::default();
+        let kube_requests = Family::<Labels, Counter>::default();
         registry.register("reconciles", "ModelDeployment reconciles by result", reconciles.clone());
         registry.register(
             "reconcile_duration_seconds",
@@ -75,12 +79,18 @@ impl Default for Metrics {
             "Trigger evaluations, by verdict",
             evaluations.clone(),
         );
+        registry.register(
+            "kube_requests",
+            "Requests to the Kubernetes API server, by verb, resource and HTTP status code",
+            kube_requests.clone(),
+        );
         Metrics {
             registry,
             reconciles,
             reconcile_seconds,
             rollbacks,
             evaluations,
+            kube_requests,
             ready: AtomicBool::new(false),
         }
     }
@@ -107,6 +117,17 @@ impl Metrics {
     pub fn evaluated(&self, verdict: &str) {
         self.evaluations
             .get_or_create(&vec![("verdict", verdict.to_string())])
+            .inc();
+    }
+
+    /// Records one request to the API server.
+    pub fn kube_request(&self, verb: &str, resource: &str, code: &str) {
+        self.kube_requests
+            .get_or_create(&vec![
+                ("verb", verb.to_string()),
+                ("resource", resource.to_string()),
+                ("code", code.to_string()),
+            ])
             .inc();
     }
 
