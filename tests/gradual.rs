@@ -147,6 +147,14 @@ async fn a_gradual_rollback_pauses_while_the_stable_revision_is_unhealthy() {
     )
     .await
     .expect("deleting r1's pods");
+    // The rollback starts once r1's Deployment reports its pods gone (the operator sees the
+    // Deployment through its watch, as it is now, not as it was a moment ago).
+    let unready = wait_for(SECS_60, || async {
+        let d = apis.deployments.get("chat-r1").await.ok()?;
+        (d.status?.ready_replicas.unwrap_or(0) == 0).then_some(())
+    })
+    .await;
+    assert!(unready.is_some(), "r1's Deployment never reported its pods gone");
 
     apis.annotate("chat", "rollguard.dev/abort", "true").await;
     let md = apis

@@ -195,3 +195,38 @@ async fn faults_name_the_problem_and_write_nothing() {
     assert_eq!(err.reason(), "RouterNotInstalled");
     assert!(err.to_string().contains("nothing.rollguard.dev/v1"), "{err}");
 }
+
+/// Someone else edits the route between rollguard's read and its write: the write is refused
+/// (its resourceVersion is stale), the route is read again and the weights are set on what
+/// it is now, so their edit survives.
+#[tokio::test]
+async fn a_weight_write_keeps_an_edit_made_after_the_route_was_read() {
+    let cluster = cluster().await;
+    apply_router_crds(&cluster.client).await;
+    let ns = TestNamespace::create(&cluster.client, "router-race").await;
+    let kind = &gateway_api::ROUTE_KIND;
+    let (_, spec, _) = user_objects().into_iter().next().expect("an HTTPRoute");
+    create(&cluster.client, &ns.name, kind, "chat", spec).await;
+    let router = Router::new(cluster.client.clone(), kind, target(&ns.name, "chat"));
+    let read = router.read().await.expect("reading the route");
+    assert_eq!(read.weights.canary, 0);
+
+    // Their edit, inside the list rollguard writes whole: a timeout on our rule.
+    let api = api_for(&cluster.client, &ns.name, kind);
+    let mut theirs = serde_json::to_value(api.get("chat").await.expect("route")).expect("json");
+    theirs["spec"]["rules"][0]["timeouts"] = json!({"request": "30s"});
+    let theirs: DynamicObject = serde_json::from_value(theirs).expect("object");
+    api.replace("chat", &PostParams::default(), &theirs)
+        .await
+        .expect("their edit");
+
+    let written = router.write(read, 30).await.expect("writing weights");
+    assert_eq!(written, Weights { stable: 70, canary: 30 });
+    let now = serde_json::to_value(api.get("chat").await.expect("route")).expect("json");
+    assert_eq!(
+        now["spec"]["rules"][0]["timeouts"],
+        json!({"request": "30s"}),
+        "their edit was overwritten: {now}"
+    );
+    assert_eq!(router.weights().await.expect("weights").canary, 30);
+}

@@ -6,28 +6,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
+use support::httproute::*;
+use support::telemetry::*;
 use support::*;
-
-/// The address the operator logged for its metrics server.
-async fn metrics_address(op: &Operator) -> String {
-    let found = wait_for(Duration::from_secs(30), || async {
-        op.log_text()
-            .lines()
-            .find(|l| l.contains("serving /metrics"))
-            .and_then(|l| l.split("address=").nth(1))
-            .map(|a| a.split_whitespace().next().unwrap_or_default().to_string())
-    })
-    .await;
-    found.unwrap_or_else(|| panic!("the operator never logged its metrics address:\n{}", op.log_text()))
-}
-
-/// The value of the sample `series` (name and labels, as written) in an exposition.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
 
 #[tokio::test]
 async fn health_and_metrics_endpoints_count_reconciles_and_rollbacks() {
@@ -69,4 +50,106 @@ async fn health_and_metrics_endpoints_count_reconciles_and_rollbacks() {
     );
     let count = sample(&text, "rollguard_reconcile_duration_seconds_count").unwrap_or(0.0);
     assert!(count >= reconciles, "durations observed:\n{text}");
+}
+
+/// A steady-state reconcile reads only the traffic-split object (everything else comes from
+/// the caches) and writes nothing; a canary step reads nothing the caches hold.
+#[tokio::test]
+async fn a_steady_state_reconcile_makes_at_most_one_request_and_no_write() {
+    let cluster = cluster().await;
+    apply_router_crds(&cluster.client).await;
+    let ns = TestNamespace::create(&cluster.client, "requests").await;
+    let apis = Apis::new(&cluster.client, &ns.name);
+    create_route(&apis).await;
+    let op = Operator::start_with(&ns.name, &["--metrics-address", "127.0.0.1:0", "--resync-seconds", "1"]);
+    let address = metrics_address(&op).await;
+    let spec = json!({"strategy": {"canary": {"steps": [
+                          {"setWeight": 20}, {"pause": {}}, {"setWeight": 60}, {"pause": {}}]}},
+                      "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}}});
+    apis.roll_out("chat", &["v1"], 1, spec).await;
+    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    wait_weight(&apis, 20).await;
+    let paused_at = |index: i32| {
+        move |md: &rollguard::api::ModelDeployment| {
+            md.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Some(rollguard::api::Phase::Paused) && s.current_step_index == Some(index))
+        }
+    };
+    apis.wait_md("chat", "paused at step 1", Duration::from_secs(60), paused_at(1))
+        .await;
+
+    // One canary step: promote ends the pause; the route goes to 60 and the next pause opens.
+    let cached = |verb: &str, resource: &str| {
+        matches!(verb, "get" | "list")
+            && [
+                "modeldeployments",
+                "deployments",
+                "services",
+                "controllerrevisions",
+                "rollbackpolicies",
+            ]
+            .contains(&resource)
+    };
+    let before = Scrape::of(&address).await;
+    apis.annotate("chat", "rollguard.dev/promote", "true").await;
+    wait_weight(&apis, 60).await;
+    apis.wait_md("chat", "paused at step 3", Duration::from_secs(60), paused_at(3))
+        .await;
+    let after = Scrape::of(&address).await;
+    let step_reconciles = after.reconciles() - before.reconciles();
+    let step_cached_reads = after.requests(cached) - before.requests(cached);
+    let step_route_reads = after.requests(|v, r| v == "get" && r == "httproutes")
+        - before.requests(|v, r| v == "get" && r == "httproutes");
+    println!(
+        "canary step: {step_reconciles} reconciles, {step_route_reads} route reads, {step_cached_reads} reads of cached kinds"
+    );
+    assert_eq!(
+        step_cached_reads, 0.0,
+        "a canary step read what the caches hold:\n{}",
+        after.0
+    );
+
+    // To the end, then a steady state: Healthy, resync every second.
+    apis.annotate("chat", "rollguard.dev/promote", "true").await;
+    apis.wait_healthy("chat", 2).await;
+    let not_watch = |verb: &str, _: &str| verb != "watch";
+    let writes = |verb: &str, _: &str| is_write(verb);
+    // Settled once two reconciles in a row wrote nothing.
+    let after_reconciles = |n: f64, from: f64| {
+        let address = address.clone();
+        async move {
+            wait_for(Duration::from_secs(60), || async {
+                let now = Scrape::of(&address).await;
+                (now.reconciles() - from >= n).then_some(now)
+            })
+            .await
+            .unwrap_or_else(|| panic!("{n} more reconciles within a minute"))
+        }
+    };
+    let mut previous = Scrape::of(&address).await;
+    let mut rounds = 0;
+    let start = loop {
+        let now = after_reconciles(2.0, previous.reconciles()).await;
+        if now.requests(writes) == previous.requests(writes) {
+            break now;
+        }
+        rounds += 1;
+        assert!(rounds < 30, "the operator kept writing:\n{}", now.0);
+        previous = now;
+    };
+    let end = after_reconciles(5.0, start.reconciles()).await;
+    let reconciles = end.reconciles() - start.reconciles();
+    let requests = end.requests(not_watch) - start.requests(not_watch);
+    let written = end.requests(writes) - start.requests(writes);
+    println!(
+        "steady state: {reconciles} reconciles, {requests} requests ({:.2} per reconcile), {written} writes",
+        requests / reconciles
+    );
+    assert!(
+        requests <= reconciles,
+        "{requests} requests in {reconciles} steady-state reconciles:\n{}",
+        end.0
+    );
+    assert_eq!(written, 0.0, "steady-state writes:\n{}", end.0);
 }

@@ -2,17 +2,17 @@
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use k8s_openapi::api::core::v1::Service;
+use kube::Resource;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder};
-use kube::{Client, Resource};
+use kube::runtime::events::{Event, EventType};
 
 use super::resources::{self, Owner, canary_service_name, stable_service_name};
-use super::{Error, FIELD_MANAGER, observe};
+use super::{Context, Error, FIELD_MANAGER, observe};
 use crate::api::ModelDeployment;
 use crate::api::annotations::PROMOTE;
-use crate::plan::{Observed, Plan, RouteObservation, ServiceTarget};
+use crate::plan::{Observed, Plan, ServiceTarget};
 use crate::revision::Snapshot;
-use crate::traffic::TrafficRouter;
+use crate::traffic::Route;
 
 /// How many writes an apply made (for the idempotence check and logs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,14 +28,17 @@ fn is_status(err: &kube::Error, code: u16) -> bool {
 
 /// Applies the plan. Order: new revision record, Deployments, Services, pruning, status,
 /// annotations; Events last, after the status write succeeded.
+/// Every write's answer goes into `written`, so the next reconcile knows when its caches
+/// show it.
 pub async fn apply(
-    client: &Client,
-    recorder: &Recorder,
+    ctx: &Context,
     md: &ModelDeployment,
     owner: &Owner,
     observed: &Observed,
+    route: Option<Route>,
     plan: &Plan,
 ) -> Result<Writes, Error> {
+    let (client, recorder, written) = (&ctx.client, &ctx.recorder, &ctx.written);
     let ns = &owner.namespace;
     let mut writes = 0u32;
     let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), ns);
@@ -47,9 +50,10 @@ pub async fn apply(
         let claimed = consume(&mds, md, PROMOTE)
             .await
             .map_err(|e| Error::ConsumeAnnotation(key.clone(), PROMOTE, e))?;
-        if !claimed {
+        let Some(claimed) = claimed else {
             return Err(Error::AnnotationChanged(key, PROMOTE));
-        }
+        };
+        written.models.wrote(claimed);
         writes += 1;
     }
 
@@ -58,7 +62,10 @@ pub async fn apply(
         let cr = resources::controller_revision(owner, *rev, snapshot);
         let name = resources::revision_object_name(&owner.name, *rev);
         match crs.create(&PostParams::default(), &cr).await {
-            Ok(_) => writes += 1,
+            Ok(created) => {
+                written.revisions.wrote(created);
+                writes += 1;
+            }
             Err(e) if is_status(&e, 409) => {
                 let existing = crs
                     .get(&name)
@@ -104,10 +111,11 @@ pub async fn apply(
         };
         let d = resources::deployment(owner, *rev, snapshot, desired);
         let name = resources::revision_object_name(&owner.name, *rev);
-        deploys
+        let applied = deploys
             .patch(&name, &ssa(), &Patch::Apply(&d))
             .await
             .map_err(|e| Error::ApplyDeployment(name.clone(), e))?;
+        written.deployments.wrote(applied);
         writes += 1;
     }
 
@@ -127,25 +135,22 @@ pub async fn apply(
     for (name, want, have) in pairs {
         if let Some(target) = want.filter(|w| Some(*w) != have) {
             let svc = resources::service(owner, &name, target);
-            services
+            let applied = services
                 .patch(&name, &ssa(), &Patch::Apply(&svc))
                 .await
                 .map_err(|e| Error::ApplyService(name.clone(), e))?;
+            written.services.wrote(applied);
             writes += 1;
         }
     }
 
     // Weights go onto the traffic-split object after the Services: at the end of a canary
     // the stable Service already selects the new revision when weights return to stable.
-    if let (Some(weight), Some(routing)) = (plan.route_weight, md.spec.traffic_routing.as_ref()) {
-        let observed_weight = match &observed.route {
-            Some(RouteObservation::Weights(w)) => Some(w.canary),
-            _ => None,
-        };
+    if let (Some(weight), Some(routing), Some(route)) = (plan.route_weight, md.spec.traffic_routing.as_ref(), route) {
         let router = observe::router_for(client, owner, routing);
-        if let Some(router) = router.filter(|_| observed_weight.is_some() && observed_weight != Some(weight)) {
+        if let Some(router) = router.filter(|_| route.weights.canary != weight) {
             router
-                .set_weight(weight)
+                .write(route, weight)
                 .await
                 .map_err(|e| Error::Route(format!("{}/{}", ns, owner.name), e))?;
             writes += 1;
@@ -157,15 +162,21 @@ pub async fn apply(
         let name = resources::revision_object_name(&owner.name, *rev);
         if observed.deployments.contains_key(rev) {
             match deploys.delete(&name, &DeleteParams::background()).await {
-                Ok(_) => writes += 1,
-                Err(e) if is_status(&e, 404) => {}
+                Ok(_) => {
+                    written.deployments.deleted(ns, &name);
+                    writes += 1;
+                }
+                Err(e) if is_status(&e, 404) => written.deployments.deleted(ns, &name),
                 Err(e) => return Err(Error::Prune(format!("Deployment {name}"), e)),
             }
         }
         if observed.revisions.iter().any(|r| r.number == *rev) {
             match crs.delete(&name, &DeleteParams::background()).await {
-                Ok(_) => writes += 1,
-                Err(e) if is_status(&e, 404) => {}
+                Ok(_) => {
+                    written.revisions.deleted(ns, &name);
+                    writes += 1;
+                }
+                Err(e) if is_status(&e, 404) => written.revisions.deleted(ns, &name),
                 Err(e) => return Err(Error::Prune(format!("ControllerRevision {name}"), e)),
             }
         }
@@ -177,17 +188,20 @@ pub async fn apply(
             "kind": "ModelDeployment",
             "status": plan.status,
         });
-        mds.patch_status(&owner.name, &ssa(), &Patch::Apply(&patch))
+        let patched = mds
+            .patch_status(&owner.name, &ssa(), &Patch::Apply(&patch))
             .await
             .map_err(|e| Error::PatchStatus(key.clone(), e))?;
+        written.models.wrote(patched);
         writes += 1;
     }
 
     for key_name in plan.consume.iter().filter(|k| **k != PROMOTE) {
-        if consume(&mds, md, key_name)
+        if let Some(patched) = consume(&mds, md, key_name)
             .await
             .map_err(|e| Error::ConsumeAnnotation(key.clone(), key_name, e))?
         {
+            written.models.wrote(patched);
             writes += 1;
         }
     }
@@ -215,10 +229,15 @@ pub async fn apply(
 }
 
 /// Removes annotation `key` if it still holds the value `md` was planned with: a new
-/// request written meanwhile is kept for the next reconcile. Returns whether it was removed.
-async fn consume(mds: &Api<ModelDeployment>, md: &ModelDeployment, key: &str) -> Result<bool, kube::Error> {
+/// request written meanwhile is kept for the next reconcile. Returns the object after the
+/// removal, None when it was not removed.
+async fn consume(
+    mds: &Api<ModelDeployment>,
+    md: &ModelDeployment,
+    key: &str,
+) -> Result<Option<ModelDeployment>, kube::Error> {
     let Some(value) = md.metadata.annotations.as_ref().and_then(|a| a.get(key)) else {
-        return Ok(false);
+        return Ok(None);
     };
     let path = format!("/metadata/annotations/{}", key.replace('~', "~0").replace('/', "~1"));
     let ops: json_patch::Patch = match serde_json::from_value(serde_json::json!([
@@ -226,17 +245,18 @@ async fn consume(mds: &Api<ModelDeployment>, md: &ModelDeployment, key: &str) ->
         {"op": "remove", "path": path},
     ])) {
         Ok(ops) => ops,
-        Err(_) => return Ok(false),
+        Err(_) => return Ok(None),
     };
     let name = md.metadata.name.clone().unwrap_or_default();
     match mds.patch(&name, &PatchParams::default(), &Patch::<()>::Json(ops)).await {
-        Ok(_) => Ok(true),
-        Err(e) if is_status(&e, 422) || is_status(&e, 404) => Ok(false),
+        Ok(patched) => Ok(Some(patched)),
+        Err(e) if is_status(&e, 422) || is_status(&e, 404) => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }

@@ -9,26 +9,6 @@ pub enum Error {
     #[error("object has no {0}")]
     MissingObjectKey(&'static str),
 
-    /// Reading the ModelDeployment failed.
-    #[error("failed to read ModelDeployment {0}")]
-    GetModelDeployment(String, #[source] kube::Error),
-
-    /// Listing the ControllerRevisions of a ModelDeployment failed.
-    #[error("failed to list ControllerRevisions of {0}")]
-    ListRevisions(String, #[source] kube::Error),
-
-    /// Listing the Deployments of a ModelDeployment failed.
-    #[error("failed to list Deployments of {0}")]
-    ListDeployments(String, #[source] kube::Error),
-
-    /// Reading a Service failed.
-    #[error("failed to read Service {0}")]
-    GetService(String, #[source] kube::Error),
-
-    /// Reading the referenced RollbackPolicy failed.
-    #[error("failed to read RollbackPolicy {0}")]
-    GetPolicy(String, #[source] kube::Error),
-
     /// Listing the ModelDeployments of a namespace failed.
     #[error("failed to list ModelDeployments for RollbackPolicy {0}")]
     ListModelDeployments(String, #[source] kube::Error),
@@ -79,15 +59,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the failure is already in the ModelDeployment's status and Events (a
+    /// traffic-split object that cannot be used), or needs no one (a request that changed
+    /// while it was handled, planned again at once).
+    pub fn reported_in_status(&self) -> bool {
+        matches!(self, Error::RouteUnusable(..) | Error::AnnotationChanged(..))
+    }
+
     /// A stable, low-cardinality category for metric labels and Event reasons.
     pub fn category(&self) -> &'static str {
         match self {
             Error::MissingObjectKey(_) => "MissingObjectKey",
-            Error::GetModelDeployment(..) => "GetModelDeploymentFailed",
-            Error::ListRevisions(..) => "ListRevisionsFailed",
-            Error::ListDeployments(..) => "ListDeploymentsFailed",
-            Error::GetService(..) => "GetServiceFailed",
-            Error::GetPolicy(..) => "GetRollbackPolicyFailed",
             Error::ListModelDeployments(..) => "ListModelDeploymentsFailed",
             Error::PatchPolicyStatus(..) => "PatchRollbackPolicyStatusFailed",
             Error::CreateRevision(..) => "CreateRevisionFailed",
@@ -102,4 +84,34 @@ impl Error {
             Error::AnnotationChanged(..) => "AnnotationChanged",
         }
     }
+}
+
+/// An error with every cause after it: `a: b: c`. Display alone drops the causes (the
+/// `kube::Error` under a failed write says what the API server answered).
+///
+/// ```
+/// use rollguard::controller::error::chain;
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("failed to apply Service a/chat")]
+/// struct Apply(#[source] std::io::Error);
+/// let err = Apply(std::io::Error::other("range is full"));
+/// assert_eq!(err.to_string(), "failed to apply Service a/chat");
+/// assert_eq!(chain(&err), "failed to apply Service a/chat: range is full");
+/// // A message that already ends with its cause keeps it once.
+/// let err = rollguard::controller::RunError::Metrics(std::io::Error::other("address in use"));
+/// assert_eq!(chain(&err), "cannot serve the metrics endpoint: address in use");
+/// ```
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Some errors repeat their cause in their own message; keep each text once.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }

@@ -1,6 +1,7 @@
 //! The imperative shell: watches, reconcilers and the run loop.
 
 pub mod apply;
+pub mod cache;
 pub mod error;
 pub mod evaluate;
 pub mod model_deployment;
@@ -14,8 +15,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -62,9 +61,47 @@ pub enum RunError {
     /// The Lease could not be used.
     #[error("leader election failed: {0}")]
     Lease(#[source] kube_lease_manager::LeaseManagerError),
+    /// A cache's watch stopped before it listed its objects.
+    #[error("the caches stopped before they were filled")]
+    CachesStopped,
     /// Another replica took the Lease: this one stops, to be restarted as a follower.
     #[error("lost the leadership Lease {0}; stopping so that only the leader reconciles")]
     LostLeadership(String),
+}
+
+/// Aborts the watch tasks when the operator stops.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Whether SIGTERM or SIGINT has been received since [`Shutdown::listen`]. A signal is seen
+/// whenever it comes: a listener made only when needed would miss one that came before it.
+#[derive(Clone)]
+struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Starts listening.
+    fn listen() -> Shutdown {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = tx.send(true);
+        });
+        Shutdown(rx)
+    }
+
+    /// Resolves once a signal was received.
+    async fn requested(self) {
+        let mut rx = self.0;
+        // The value stays true after the sender is gone.
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -101,6 +138,17 @@ impl Default for Config {
     }
 }
 
+/// An object that has been failing.
+struct Failing {
+    /// When its streak of failures began.
+    since: std::time::Instant,
+    /// The category and time of the last failure published as an Event.
+    published: Option<(&'static str, std::time::Instant)>,
+}
+
+/// How often the same failure of an object is published again as an Event.
+pub const FAILURE_EVENT_EVERY: Duration = Duration::from_secs(60);
+
 /// Shared state of the reconcilers.
 pub struct Context {
     /// The API client.
@@ -109,12 +157,16 @@ pub struct Context {
     pub recorder: Recorder,
     /// Resync period.
     pub resync: Duration,
-    /// Consecutive failures per object, for exponential backoff.
-    failures: Mutex<HashMap<ObjectRef<ModelDeployment>, u32>>,
+    /// When each failing object began to fail, for exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<ModelDeployment>, Failing>>,
     /// The operator's own metrics.
     pub metrics: Arc<crate::telemetry::Metrics>,
     /// The trigger evaluations running off the reconcile path.
     pub evaluators: evaluate::Evaluators,
+    /// What the watches hold.
+    pub stores: cache::Stores,
+    /// This operator's writes the stores may not show yet.
+    pub written: cache::Written,
 }
 
 impl Context {
@@ -124,6 +176,7 @@ impl Context {
         resync: Duration,
         metrics: Arc<crate::telemetry::Metrics>,
         wake: UnboundedSender<ObjectRef<ModelDeployment>>,
+        stores: cache::Stores,
     ) -> Self {
         let reporter = Reporter {
             controller: "rollguard".into(),
@@ -138,16 +191,30 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             evaluators: evaluate::Evaluators::new(wake, metrics.clone()),
             metrics,
+            stores,
+            written: cache::Written::default(),
         }
     }
 
-    /// Records a failure of `obj` and returns the delay before its next attempt:
-    /// 1s, 2s, 4s... capped at 5 minutes.
-    pub fn record_failure(&self, obj: ObjectRef<ModelDeployment>) -> Duration {
+    /// Records a failure of `obj` in `category` and returns the delay before its next
+    /// attempt (as long as it has been failing, at least 1 s and at most 5 minutes: see
+    /// [`backoff`]) and whether to publish it as an Event: the first failure of a streak, a
+    /// new category, or the same one again after [`FAILURE_EVENT_EVERY`].
+    pub fn record_failure(&self, obj: ObjectRef<ModelDeployment>, category: &'static str) -> (Duration, bool) {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = failures.entry(obj).or_insert(0);
-        *n = n.saturating_add(1);
-        backoff(*n)
+        let now = std::time::Instant::now();
+        let failing = failures.entry(obj).or_insert(Failing {
+            since: now,
+            published: None,
+        });
+        let publish = match failing.published {
+            Some((last, at)) => last != category || now.duration_since(at) >= FAILURE_EVENT_EVERY,
+            None => true,
+        };
+        if publish {
+            failing.published = Some((category, now));
+        }
+        (backoff(failing.since.elapsed()), publish)
     }
 
     /// Forgets the failures of `obj` after a successful reconcile.
@@ -161,21 +228,24 @@ impl Context {
     pub fn forget(&self, obj: &ObjectRef<ModelDeployment>) {
         self.record_success(obj);
         self.evaluators.forget(obj);
+        self.written.forget(obj);
     }
 }
 
-/// The delay after the `n`th failure in a row (n >= 1): `2^(n-1)` seconds, at most 300.
+/// The delay before the next attempt of an object that has been failing for `failing`:
+/// that long again, so attempts come at 1, 2, 4, 8... seconds after the first failure, at
+/// least 1 s and at most 300 s apart. Measured in time rather than counted in attempts, so
+/// watch events that retry a failing object early do not stretch its backoff.
 ///
 /// ```
 /// use rollguard::controller::backoff;
 /// use std::time::Duration;
-/// assert_eq!(backoff(1), Duration::from_secs(1));
-/// assert_eq!(backoff(4), Duration::from_secs(8));
-/// assert_eq!(backoff(40), Duration::from_secs(300));
+/// assert_eq!(backoff(Duration::ZERO), Duration::from_secs(1));
+/// assert_eq!(backoff(Duration::from_secs(4)), Duration::from_secs(4));
+/// assert_eq!(backoff(Duration::from_secs(4000)), Duration::from_secs(300));
 /// ```
-pub fn backoff(n: u32) -> Duration {
-    let exp = n.saturating_sub(1).min(16);
-    Duration::from_secs((1u64 << exp).min(300))
+pub fn backoff(failing: Duration) -> Duration {
+    failing.clamp(Duration::from_secs(1), Duration::from_secs(300))
 }
 
 type Held = (
@@ -185,7 +255,7 @@ type Held = (
 );
 
 /// Waits to hold the Lease; None when a shutdown signal came first.
-async fn lead(client: Client, le: &LeaderElection) -> Result<Option<Held>, RunError> {
+async fn lead(client: Client, le: &LeaderElection, shutdown: Shutdown) -> Result<Option<Held>, RunError> {
     let duration = le.duration_seconds.max(2);
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &le.lease)
         .with_namespace(&le.namespace)
@@ -215,7 +285,7 @@ async fn lead(client: Client, le: &LeaderElection) -> Result<Option<Held>, RunEr
                 return Err(RunError::LostLeadership(lease));
             }
         }
-        _ = shutdown_signal() => return Ok(None),
+        _ = shutdown.requested() => return Ok(None),
     }
     tracing::info!(lease = %lease, identity = %le.identity, "became the leader");
     Ok(Some((held, task, lease)))
@@ -239,15 +309,10 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
             None => Api::all(client.clone()),
         }
     }
+    let shutdown = Shutdown::listen();
     let api: Api<ModelDeployment> = scoped(&client, &config.namespace);
-    let deployments: Api<Deployment> = scoped(&client, &config.namespace);
-    let services: Api<Service> = scoped(&client, &config.namespace);
-    let policies: Api<RollbackPolicy> = scoped(&client, &config.namespace);
-    // Trigger evaluations publish off the reconcile path and wake the reconcile through this.
-    let (wake, woken) = futures::channel::mpsc::unbounded();
-    let ctx = Arc::new(Context::new(client.clone(), config.resync, metrics.clone(), wake));
     if let Some(address) = config.metrics_address {
-        let bound = crate::telemetry::serve(address, ctx.metrics.clone())
+        let bound = crate::telemetry::serve(address, metrics.clone())
             .await
             .map_err(RunError::Metrics)?;
         tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
@@ -255,7 +320,7 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
     // Ready means the process runs; a follower waiting for the Lease is ready too.
     metrics.set_ready();
     let leadership = match &config.leader_election {
-        Some(le) => match lead(client, le).await? {
+        Some(le) => match lead(client.clone(), le, shutdown.clone()).await? {
             Some(held) => Some(held),
             // Asked to stop before becoming the leader.
             None => return Ok(()),
@@ -266,15 +331,43 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
         namespace = config.namespace.as_deref().unwrap_or("<all>"),
         "rollguard operator starting"
     );
-    let models = Controller::new(api.clone(), watcher::Config::default())
-        .owns(deployments, watcher::Config::default())
-        .owns(services, watcher::Config::default());
+    let models = Controller::new(api.clone(), watcher::Config::default());
+    // Label-selected watches of what rollguard owns, and of the policies, fill the caches
+    // that observe reads; their changes trigger reconciles through shared subscriptions.
+    let (stores, triggers, watches) = cache::start(
+        scoped(&client, &config.namespace),
+        scoped(&client, &config.namespace),
+        scoped(&client, &config.namespace),
+        scoped(&client, &config.namespace),
+        models.store(),
+    );
+    let _watches = AbortOnDrop(watches);
+    // Trigger evaluations publish off the reconcile path and wake the reconcile through this.
+    let (wake, woken) = futures::channel::mpsc::unbounded();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config.resync,
+        metrics.clone(),
+        wake,
+        stores.clone(),
+    ));
+    // Planning from a cache that has not listed its objects yet would recreate what exists.
+    tokio::select! {
+        ready = stores.wait_until_ready() => {
+            if ready.is_err() {
+                return Err(RunError::CachesStopped);
+            }
+        }
+        _ = shutdown.clone().requested() => return Ok(()),
+    }
     // A changed RollbackPolicy is looked at again by every ModelDeployment that uses it.
-    let store = models.store();
+    let model_store = stores.models.clone();
     let models = models
-        .watches(policies.clone(), watcher::Config::default(), move |policy| {
+        .owns_shared_stream(triggers.deployments)
+        .owns_shared_stream(triggers.services)
+        .watches_shared_stream(triggers.policies, move |policy| {
             let (namespace, name) = (policy.namespace(), policy.name_any());
-            store
+            model_store
                 .state()
                 .into_iter()
                 .filter(|md| md.namespace() == namespace && policy_name(md) == Some(name.as_str()))
@@ -282,25 +375,26 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
                 .collect::<Vec<_>>()
         })
         .reconcile_on(woken)
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown.clone().requested())
         .run(model_deployment::reconcile, model_deployment::error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
-                Err(err) => tracing::warn!(error = %err, "reconcile failed"),
+                Err(err) => tracing::warn!(error = %error::chain(&err), "reconcile failed"),
             }
         });
     // A policy's status lists the ModelDeployments that reference it.
+    let policies: Api<RollbackPolicy> = scoped(&client, &config.namespace);
     let policies = Controller::new(policies, watcher::Config::default())
         .watches(api, watcher::Config::default(), |md| {
             let namespace = md.namespace().unwrap_or_default();
             policy_name(&md).map(|name| ObjectRef::<RollbackPolicy>::new(name).within(&namespace))
         })
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown.requested())
         .run(rollback_policy::reconcile, rollback_policy::error_policy, ctx)
         .for_each(|result| async move {
             if let Err(err) = result {
-                tracing::warn!(error = %err, "policy reconcile failed");
+                tracing::warn!(error = %error::chain(&err), "policy reconcile failed");
             }
         });
     let controllers = async {

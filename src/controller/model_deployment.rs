@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 
 use super::resources::Owner;
-use super::{Context, Error, apply, observe};
+use super::{Context, Error, apply, cache, observe};
 use crate::api::{ModelDeployment, RollbackRecord};
 use crate::plan::{self, RouteObservation};
 
@@ -23,20 +24,14 @@ async fn reconcile_inner(cached: Arc<ModelDeployment>, ctx: &Arc<Context>) -> Re
     let namespace = cached
         .namespace()
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
-    // The watch cache can lag behind this operator's own last writes (status, then the
-    // removal of a handled annotation); planning from it could handle a request twice.
-    // Read the object fresh: one GET per reconcile.
-    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &namespace);
     let key = ObjectRef::from(cached.as_ref());
-    let Some(md) = api
-        .get_opt(&cached.name_any())
-        .await
-        .map_err(|e| Error::GetModelDeployment(format!("{namespace}/{}", cached.name_any()), e))?
-    else {
+    // The cache can lag behind this operator's own last writes (status, then the removal of
+    // a handled annotation); planning from it could handle a request twice. `cache::model`
+    // gives the last write until the cache shows it: no read from the API server.
+    let Some(md) = cache::model(&ctx.stores, &ctx.written, &key) else {
         ctx.forget(&key);
         return Ok(Action::await_change());
     };
-    let md = Arc::new(md);
     let reference = md
         .controller_owner_ref(&())
         .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
@@ -50,7 +45,7 @@ async fn reconcile_inner(cached: Arc<ModelDeployment>, ctx: &Arc<Context>) -> Re
         namespace,
         reference,
     };
-    let mut observed = observe::observe(&ctx.client, &owner, &md).await?;
+    let (mut observed, route) = observe::observe(&ctx.client, &ctx.stores, &ctx.written, &owner, &md).await;
     // Never waits for a metrics provider: the latest published verdicts, if any.
     observed.metrics = ctx.evaluators.observe(&key, &md, &observed);
     let plan = plan::plan(&md, &observed);
@@ -58,7 +53,7 @@ async fn reconcile_inner(cached: Arc<ModelDeployment>, ctx: &Arc<Context>) -> Re
     if let Some(r) = new_rollback(before, plan.status.last_rollback.as_ref()) {
         ctx.metrics.rollback_started(&format!("{:?}", r.trigger));
     }
-    let writes = apply::apply(&ctx.client, &ctx.recorder, &md, &owner, &observed, &plan).await?;
+    let writes = apply::apply(ctx, &md, &owner, &observed, route, &plan).await?;
     if writes.0 > 0 {
         tracing::info!(
             namespace = %owner.namespace,
@@ -92,9 +87,38 @@ fn new_rollback<'a>(before: Option<&RollbackRecord>, after: Option<&'a RollbackR
     (!same).then_some(after)
 }
 
-/// Requeues a failed object with exponential backoff per object.
+/// Requeues a failed object with exponential backoff per object, logs the error with its
+/// causes and publishes it as a Warning Event on the ModelDeployment (reason: its category),
+/// so `kubectl describe` says why: at the first failure, when the category changes, and
+/// every [`super::FAILURE_EVENT_EVERY`] while it lasts.
 pub fn error_policy(md: Arc<ModelDeployment>, err: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.record_failure(ObjectRef::from(md.as_ref()));
-    tracing::warn!(name = %md.name_any(), category = err.category(), error = %err, ?delay, "reconcile failed; retrying");
+    let category = err.category();
+    let (delay, publish) = ctx.record_failure(ObjectRef::from(md.as_ref()), category);
+    let message = super::error::chain(err);
+    tracing::warn!(
+        namespace = md.namespace().unwrap_or_default(),
+        name = %md.name_any(),
+        category,
+        error = %message,
+        ?delay,
+        "reconcile failed; retrying"
+    );
+    if publish && !err.reported_in_status() {
+        let reference = md.object_ref(&());
+        let recorder = ctx.recorder.clone();
+        let event = Event {
+            type_: EventType::Warning,
+            reason: category.to_string(),
+            note: Some(apply::truncate(&format!("{message}; retrying in {delay:?}"), 1024)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        // error_policy cannot wait; the Event goes out on its own.
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::warn!(error = %super::error::chain(&e), "failed to publish the failure Event");
+            }
+        });
+    }
     Action::requeue(delay)
 }

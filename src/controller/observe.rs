@@ -3,44 +3,37 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
-use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
-use super::Error;
+use super::cache::{self, Stores, Written};
 use super::resources::{Owner, canary_service_name, stable_service_name};
-use crate::api::{ModelDeployment, RollbackPolicy, TrafficRouting, labels, owned_annotations};
+use crate::api::{ModelDeployment, TrafficRouting, labels, owned_annotations};
 use crate::plan::{
     CanaryStepState, Observed, ObservedDeployment, ObservedRevision, PolicyObservation, RouteObservation, ServiceTarget,
 };
 use crate::revision::Snapshot;
-use crate::traffic::{Backends, Router, TrafficRouter};
-
-fn owned_by(obj: &impl ResourceExt, owner: &Owner) -> bool {
-    obj.owner_references().iter().any(|r| r.uid == owner.reference.uid)
-}
+use crate::traffic::{Backends, Route, Router};
 
 fn revision_label(obj: &impl ResourceExt) -> Option<i64> {
     obj.labels().get(labels::REVISION).and_then(|v| v.parse().ok())
 }
 
-/// Reads the ControllerRevisions, Deployments and Services of one ModelDeployment, and the
-/// weights on its traffic-split object.
-pub async fn observe(client: &Client, owner: &Owner, md: &ModelDeployment) -> Result<Observed, Error> {
+/// Reads the ControllerRevisions, Deployments and Services of one ModelDeployment from the
+/// caches, its RollbackPolicy from the cache, and its traffic-split object (returned too, as
+/// read: a weight write is guarded by its resourceVersion).
+pub async fn observe(
+    client: &Client,
+    stores: &Stores,
+    written: &Written,
+    owner: &Owner,
+    md: &ModelDeployment,
+) -> (Observed, Option<Route>) {
     let routing = md.spec.traffic_routing.as_ref();
-    let key = format!("{}/{}", owner.namespace, owner.name);
-    let selector = ListParams::default().labels(&format!("{}={}", labels::MODEL_DEPLOYMENT, owner.name));
-    let crs: Api<ControllerRevision> = Api::namespaced(client.clone(), &owner.namespace);
+    let (namespace, uid) = (owner.namespace.as_str(), owner.reference.uid.as_str());
     let mut revisions = Vec::new();
-    for cr in crs
-        .list(&selector)
-        .await
-        .map_err(|e| Error::ListRevisions(key.clone(), e))?
-    {
-        if !owned_by(&cr, owner) {
-            continue;
-        }
+    for cr in cache::owned(&stores.revisions, &written.revisions, namespace, uid) {
         let snapshot = serde_json::from_value::<Snapshot>(cr.data.0.clone()).ok();
         let Some(snapshot) = snapshot else {
             tracing::warn!(name = %cr.name_any(), "ControllerRevision without a readable snapshot; ignored");
@@ -51,74 +44,58 @@ pub async fn observe(client: &Client, owner: &Owner, md: &ModelDeployment) -> Re
             .get(owned_annotations::HASH)
             .cloned()
             .unwrap_or_else(|| snapshot.hash());
-        let Some(number) = cr.revision.or_else(|| revision_label(&cr)) else {
+        let Some(number) = cr.revision.or_else(|| revision_label(cr.as_ref())) else {
             continue;
         };
         revisions.push(ObservedRevision { number, hash, snapshot });
     }
+    revisions.sort_by_key(|r| r.number);
 
-    let deploys: Api<Deployment> = Api::namespaced(client.clone(), &owner.namespace);
     let mut deployments = BTreeMap::new();
-    for d in deploys
-        .list(&selector)
-        .await
-        .map_err(|e| Error::ListDeployments(key.clone(), e))?
-    {
-        if !owned_by(&d, owner) {
-            continue;
-        }
-        if let Some(rev) = revision_label(&d) {
+    for d in cache::owned(&stores.deployments, &written.deployments, namespace, uid) {
+        if let Some(rev) = revision_label(d.as_ref()) {
             deployments.insert(rev, observe_deployment(&d));
         }
     }
 
-    let services: Api<Service> = Api::namespaced(client.clone(), &owner.namespace);
-    let service_target = async |name: String| -> Result<Option<ServiceTarget>, Error> {
-        let svc = services
-            .get_opt(&name)
-            .await
-            .map_err(|e| Error::GetService(name.clone(), e))?;
-        Ok(svc.filter(|s| owned_by(s, owner)).and_then(|s| {
-            let spec = s.spec?;
-            let revision = spec.selector?.get(labels::REVISION)?.parse().ok()?;
-            let port = spec.ports?.first()?.port;
-            Some(ServiceTarget { revision, port })
-        }))
+    let services = cache::owned(&stores.services, &written.services, namespace, uid);
+    let service_target = |name: String| -> Option<ServiceTarget> {
+        let s = services.iter().find(|s| s.name_any() == name)?;
+        let spec = s.spec.as_ref()?;
+        let revision = spec.selector.as_ref()?.get(labels::REVISION)?.parse().ok()?;
+        let port = spec.ports.as_ref()?.first()?.port;
+        Some(ServiceTarget { revision, port })
     };
-    let stable_service = service_target(stable_service_name(&owner.name)).await?;
-    let canary_service = service_target(canary_service_name(&owner.name)).await?;
+    let stable_service = service_target(stable_service_name(&owner.name));
+    let canary_service = service_target(canary_service_name(&owner.name));
 
-    let route = match routing.and_then(|r| router_for(client, owner, r)) {
-        Some(router) => Some(match router.weights().await {
-            Ok(w) => RouteObservation::Weights(w),
-            Err(e) => RouteObservation::Fault {
-                reason: e.reason(),
-                message: e.to_string(),
-            },
-        }),
-        None => None,
+    let (route, route_object) = match routing.and_then(|r| router_for(client, owner, r)) {
+        Some(router) => match router.read().await {
+            Ok(r) => (Some(RouteObservation::Weights(r.weights)), Some(r)),
+            Err(e) => (
+                Some(RouteObservation::Fault {
+                    reason: e.reason(),
+                    message: e.to_string(),
+                }),
+                None,
+            ),
+        },
+        None => (None, None),
     };
 
-    let policy = match &md.spec.rollback_policy_ref {
-        Some(reference) => {
-            let policies: Api<RollbackPolicy> = Api::namespaced(client.clone(), &owner.namespace);
-            let name = &reference.name;
-            let found = policies
-                .get_opt(name)
-                .await
-                .map_err(|e| Error::GetPolicy(format!("{}/{name}", owner.namespace), e))?;
-            Some(match found {
-                Some(p) => PolicyObservation::Found(Box::new(p.spec)),
-                None => PolicyObservation::NotFound(format!(
-                    "spec.rollbackPolicyRef.name: RollbackPolicy {name:?} not found in namespace {}",
-                    owner.namespace
-                )),
-            })
+    let policy = md.spec.rollback_policy_ref.as_ref().map(|reference| {
+        let name = &reference.name;
+        let found = stores.policies.get(&ObjectRef::new(name).within(&owner.namespace));
+        match found {
+            Some(p) => PolicyObservation::Found(Box::new(p.spec.clone())),
+            None => PolicyObservation::NotFound(format!(
+                "spec.rollbackPolicyRef.name: RollbackPolicy {name:?} not found in namespace {}",
+                owner.namespace
+            )),
         }
-        None => None,
-    };
+    });
 
-    Ok(Observed {
+    let observed = Observed {
         route,
         policy,
         // Filled in by the evaluation of the policy's triggers, when a revision is judged.
@@ -129,7 +106,8 @@ pub async fn observe(client: &Client, owner: &Owner, md: &ModelDeployment) -> Re
         deployments,
         stable_service,
         canary_service,
-    })
+    };
+    (observed, route_object)
 }
 
 /// The router of a ModelDeployment's `trafficRouting`.

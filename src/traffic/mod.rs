@@ -245,18 +245,49 @@ impl Router {
     }
 }
 
-impl TrafficRouter for Router {
-    async fn set_weight(&self, weight: i32) -> Result<Weights, RouterError> {
+/// A route object as read: the object (its resourceVersion guards the next write) and the
+/// weights on it.
+#[derive(Clone, Debug)]
+pub struct Route {
+    object: Value,
+    /// The weights on it.
+    pub weights: Weights,
+}
+
+/// How often a weight write is tried again after someone else changed the object between
+/// its read and the write.
+const WRITE_ATTEMPTS: usize = 4;
+
+impl Router {
+    /// Reads the object and its weights.
+    pub async fn read(&self) -> Result<Route, RouterError> {
         let object = self.get().await?;
-        let field = (self.kind.edit)(&object, &self.target, weight).ok_or_else(|| self.not_referenced())?;
-        let mut written = object;
-        if written.get("spec").and_then(|s| s.get(self.kind.field)) != Some(&field) {
+        let weights = (self.kind.read)(&object, &self.target).ok_or_else(|| self.not_referenced())?;
+        Ok(Route { object, weights })
+    }
+
+    /// Sends `weight` percent to the canary on `route` as read. The write carries the
+    /// resourceVersion read: when someone else changed the object meanwhile, the API server
+    /// refuses it (409) and the object is read again and the weights set on what it is now,
+    /// so no edit of theirs is overwritten. Returns the weights the API server wrote.
+    pub async fn write(&self, route: Route, weight: i32) -> Result<Weights, RouterError> {
+        let mut object = route.object;
+        let mut attempt = 1;
+        loop {
+            let field = (self.kind.edit)(&object, &self.target, weight).ok_or_else(|| self.not_referenced())?;
+            if object.get("spec").and_then(|s| s.get(self.kind.field)) == Some(&field) {
+                return (self.kind.read)(&object, &self.target).ok_or_else(|| self.not_referenced());
+            }
             // The field is an atomic list upstream: apply it whole, as read, with only the
             // backends and weights changed.
+            let version = object
+                .pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(Value::Null);
             let patch = json!({
                 "apiVersion": self.kind.api_version,
                 "kind": self.kind.kind,
-                "metadata": {"name": self.target.name, "namespace": self.target.namespace},
+                "metadata": {"name": self.target.name, "namespace": self.target.namespace, "resourceVersion": version},
                 "spec": {self.kind.field: field},
             });
             let applied = self
@@ -266,22 +297,38 @@ impl TrafficRouter for Router {
                     &PatchParams::apply(crate::FIELD_MANAGER).force(),
                     &Patch::Apply(&patch),
                 )
-                .await
-                .map_err(|source| RouterError::Write {
-                    kind: self.kind.kind,
-                    name: self.target.name.clone(),
-                    source,
-                })?;
-            written = serde_json::to_value(applied).unwrap_or_default();
+                .await;
+            match applied {
+                // Read back from what the API server returned for the write: no second GET.
+                Ok(applied) => {
+                    let written = serde_json::to_value(applied).unwrap_or_default();
+                    return (self.kind.read)(&written, &self.target).ok_or_else(|| self.not_referenced());
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 && attempt < WRITE_ATTEMPTS => {
+                    tracing::debug!(route = %self.target.name, attempt, "the route changed since it was read; reading it again");
+                    attempt += 1;
+                    object = self.get().await?;
+                }
+                Err(source) => {
+                    return Err(RouterError::Write {
+                        kind: self.kind.kind,
+                        name: self.target.name.clone(),
+                        source,
+                    });
+                }
+            }
         }
-        // Read back from what the API server returned for the write (or from the object
-        // just read when nothing needed writing): no second GET.
-        (self.kind.read)(&written, &self.target).ok_or_else(|| self.not_referenced())
+    }
+}
+
+impl TrafficRouter for Router {
+    async fn set_weight(&self, weight: i32) -> Result<Weights, RouterError> {
+        let route = self.read().await?;
+        self.write(route, weight).await
     }
 
     async fn weights(&self) -> Result<Weights, RouterError> {
-        let object = self.get().await?;
-        (self.kind.read)(&object, &self.target).ok_or_else(|| self.not_referenced())
+        Ok(self.read().await?.weights)
     }
 }
 

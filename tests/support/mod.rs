@@ -9,6 +9,7 @@ pub mod httproute;
 pub mod prometheus;
 pub mod sim;
 pub mod slow_provider;
+pub mod telemetry;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,0 +1,290 @@
+//! Caches: reflector stores of what rollguard owns and reads, filled by label-selected
+//! watches, so a reconcile observes without asking the API server.
+//!
+//! A watch delivers this operator's own writes a moment after they succeed. Planning from a
+//! store that has not seen them yet could undo or repeat what the last reconcile did (handle
+//! a request twice, start a canary step's clock again). So the object the API server returns
+//! from every write is kept in [`Written`] and read instead of the store's copy until the
+//! store shows that write (its resourceVersion) or a newer one. No reconcile reads the API
+//! server for what the caches hold; only the traffic-split object is read there.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
+use k8s_openapi::api::core::v1::Service;
+use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+
+use crate::api::{ModelDeployment, RollbackPolicy, labels};
+
+/// The stores a reconcile reads.
+#[derive(Clone)]
+pub struct Stores {
+    /// The ModelDeployments (the controller's own store).
+    pub models: Store<ModelDeployment>,
+    /// Deployments labelled `rollguard.dev/model-deployment`.
+    pub deployments: Store<Deployment>,
+    /// Services labelled `rollguard.dev/model-deployment`.
+    pub services: Store<Service>,
+    /// ControllerRevisions labelled `rollguard.dev/model-deployment`.
+    pub revisions: Store<ControllerRevision>,
+    /// RollbackPolicies.
+    pub policies: Store<RollbackPolicy>,
+}
+
+impl Stores {
+    /// Waits until every store (but the controller's own) has listed its objects once.
+    pub async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.deployments.wait_until_ready().await?;
+        self.services.wait_until_ready().await?;
+        self.revisions.wait_until_ready().await?;
+        self.policies.wait_until_ready().await
+    }
+}
+
+/// The subscriptions that trigger reconciles from the shared watches.
+pub struct Triggers {
+    /// Changes to owned Deployments.
+    pub deployments: ReflectHandle<Deployment>,
+    /// Changes to owned Services.
+    pub services: ReflectHandle<Service>,
+    /// Changes to RollbackPolicies.
+    pub policies: ReflectHandle<RollbackPolicy>,
+}
+
+/// Buffer of each shared watch: how far a subscriber may fall behind before the watch waits.
+const SUBSCRIBER_BUFFER: usize = 1024;
+
+/// Starts the watches (only objects labelled as rollguard's, but for RollbackPolicies) on
+/// `apis`, each driven by a task of its own. Returns the stores, the subscriptions for the
+/// controller, and the tasks.
+pub fn start(
+    deployments: Api<Deployment>,
+    services: Api<Service>,
+    revisions: Api<ControllerRevision>,
+    policies: Api<RollbackPolicy>,
+    models: Store<ModelDeployment>,
+) -> (Stores, Triggers, Vec<tokio::task::JoinHandle<()>>) {
+    let owned = || watcher::Config::default().labels(labels::MODEL_DEPLOYMENT);
+    let mut tasks = Vec::new();
+    let (deployments, deployment_triggers) = shared(deployments, owned(), &mut tasks);
+    let (services, service_triggers) = shared(services, owned(), &mut tasks);
+    let (policies, policy_triggers) = shared(policies, watcher::Config::default(), &mut tasks);
+    let (revision_store, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(revisions, owned()).default_backoff());
+    tasks.push(tokio::spawn(drain(stream)));
+    (
+        Stores {
+            models,
+            deployments,
+            services,
+            revisions: revision_store,
+            policies,
+        },
+        Triggers {
+            deployments: deployment_triggers,
+            services: service_triggers,
+            policies: policy_triggers,
+        },
+        tasks,
+    )
+}
+
+fn shared<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> (Store<K>, ReflectHandle<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
+    #[allow(clippy::expect_used)]
+    let subscriber = writer
+        .subscribe()
+        .expect("a store made by store_shared has a dispatcher");
+    let stream = watcher(api, config).default_backoff().reflect_shared(writer);
+    tasks.push(tokio::spawn(drain(stream)));
+    (store, subscriber)
+}
+
+/// Polls a watch for ever; its store and subscribers see every event.
+async fn drain<S, T>(stream: S)
+where
+    S: Stream<Item = Result<T, watcher::Error>> + Send,
+{
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        if let Err(e) = event {
+            tracing::warn!(error = %crate::controller::error::chain(&e), "watch failed; retrying with backoff");
+        }
+    }
+}
+
+/// Whether `seen` is at least `written`. resourceVersions are etcd revisions (integers)
+/// on every API server rollguard supports; anything else counts as caught up only when equal.
+fn at_least(seen: &str, written: &str) -> bool {
+    match (seen.parse::<u64>(), written.parse::<u64>()) {
+        (Ok(s), Ok(w)) => s >= w,
+        _ => seen == written,
+    }
+}
+
+/// How long a write is preferred over a store that does not show it. A watch delivers in
+/// milliseconds; a write the store never shows (the object was deleted by someone else
+/// meanwhile) must not hide the store's view for long.
+const WRITE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A write: when, and the object the API server returned (None for a deletion).
+type Write<K> = (std::time::Instant, Option<Arc<K>>);
+
+/// This operator's writes of one kind that its store may not show yet, by namespace and name.
+pub struct Pending<K> {
+    writes: Mutex<HashMap<(String, String), Write<K>>>,
+}
+
+impl<K> Default for Pending<K> {
+    fn default() -> Self {
+        Pending {
+            writes: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K> Pending<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Write<K>>> {
+        let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        writes.retain(|_, (at, _)| at.elapsed() < WRITE_EXPIRY);
+        writes
+    }
+
+    /// Remembers `obj` as the API server returned it after a write.
+    pub fn wrote(&self, obj: K) {
+        let key = (obj.namespace().unwrap_or_default(), obj.name_any());
+        self.lock()
+            .insert(key, (std::time::Instant::now(), Some(Arc::new(obj))));
+    }
+
+    /// Remembers that `name` in `namespace` was deleted.
+    pub fn deleted(&self, namespace: &str, name: &str) {
+        self.lock().insert(
+            (namespace.to_string(), name.to_string()),
+            (std::time::Instant::now(), None),
+        );
+    }
+
+    /// The newer of the store's `cached` object and this operator's last write of it
+    /// (forgetting the write once the store shows it). None when it was deleted.
+    pub fn latest(&self, namespace: &str, name: &str, cached: Option<Arc<K>>) -> Option<Arc<K>> {
+        let mut writes = self.lock();
+        let key = (namespace.to_string(), name.to_string());
+        let Some((_, write)) = writes.get(&key) else {
+            return cached;
+        };
+        match (write, &cached) {
+            // Deleted, and the store no longer shows it.
+            (None, None) => {
+                writes.remove(&key);
+                None
+            }
+            (None, Some(_)) => None,
+            (Some(mine), Some(seen)) if shows(seen.as_ref(), mine.as_ref()) => {
+                writes.remove(&key);
+                cached
+            }
+            (Some(mine), _) => Some(mine.clone()),
+        }
+    }
+
+    /// The objects of `namespace` that `keep` selects: the store's, updated with this
+    /// operator's writes that it does not show yet.
+    pub fn view(&self, store: &Store<K>, namespace: &str, keep: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
+        let mut objects: HashMap<String, Arc<K>> = store
+            .state()
+            .into_iter()
+            .filter(|o| o.namespace().as_deref() == Some(namespace) && keep(o))
+            .map(|o| (o.name_any(), o))
+            .collect();
+        let names: Vec<String> = self
+            .lock()
+            .keys()
+            .filter(|(ns, _)| ns == namespace)
+            .map(|(_, name)| name.clone())
+            .collect();
+        for name in names {
+            let cached = store.get(&ObjectRef::new(&name).within(namespace));
+            match self.latest(namespace, &name, cached) {
+                Some(o) if keep(&o) => {
+                    objects.insert(name, o);
+                }
+                _ => {
+                    objects.remove(&name);
+                }
+            }
+        }
+        objects.into_values().collect()
+    }
+
+    /// Forgets the writes of `namespace` whose names `matches` selects.
+    pub fn forget(&self, namespace: &str, matches: impl Fn(&str) -> bool) {
+        self.lock().retain(|(ns, name), _| !(ns == namespace && matches(name)));
+    }
+}
+
+/// Whether the store's `seen` shows the write `mine` (or something newer).
+fn shows<K: Resource>(seen: &K, mine: &K) -> bool {
+    match (seen.resource_version(), mine.resource_version()) {
+        (Some(s), Some(m)) => at_least(&s, &m),
+        _ => true,
+    }
+}
+
+/// This operator's writes that the stores may not show yet, by kind.
+#[derive(Default)]
+pub struct Written {
+    /// ModelDeployments (status, handled annotations removed).
+    pub models: Pending<ModelDeployment>,
+    /// Deployments of revisions.
+    pub deployments: Pending<Deployment>,
+    /// The stable and canary Services.
+    pub services: Pending<Service>,
+    /// ControllerRevisions.
+    pub revisions: Pending<ControllerRevision>,
+}
+
+impl Written {
+    /// Forgets the writes of the ModelDeployment `key` and of what it owns (it is gone).
+    pub fn forget(&self, key: &ObjectRef<ModelDeployment>) {
+        let namespace = key.namespace.clone().unwrap_or_default();
+        let name = key.name.clone();
+        let prefix = format!("{name}-");
+        let owned = |n: &str| n == name || n.starts_with(&prefix);
+        self.models.forget(&namespace, owned);
+        self.deployments.forget(&namespace, owned);
+        self.services.forget(&namespace, owned);
+        self.revisions.forget(&namespace, owned);
+    }
+}
+
+/// The ModelDeployment as this operator last saw it: the cache, or its own last write to
+/// it when the cache does not show that yet. None when the cache no longer has it.
+pub fn model(stores: &Stores, written: &Written, key: &ObjectRef<ModelDeployment>) -> Option<Arc<ModelDeployment>> {
+    let namespace = key.namespace.as_deref().unwrap_or_default();
+    let cached = stores.models.get(key)?;
+    written.models.latest(namespace, &key.name, Some(cached))
+}
+
+/// The objects of kind `K` owned by the ModelDeployment with `uid` in `namespace`, as this
+/// operator last saw them.
+pub fn owned<K>(store: &Store<K>, pending: &Pending<K>, namespace: &str, uid: &str) -> Vec<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    pending.view(store, namespace, |o| o.owner_references().iter().any(|r| r.uid == uid))
+}
