@@ -11,7 +11,6 @@ use crate::conditions::stamp;
 
 use crate::api::{OnMetricsUnavailable, Operator, Severity, Trigger, TriggerAnalysis, TriggerVerdict};
 use crate::metrics::{MetricsError, Reading};
-use crate::plan::parse_duration;
 
 /// Whether `value` breaches `threshold` under `op`. NaN never breaches.
 ///
@@ -139,7 +138,7 @@ pub fn evaluate(
     entry.breached = true;
     entry.consecutive_breaches = count.saturating_add(1);
     let needed = trigger.consecutive.max(1);
-    let cooldown = parse_duration(&trigger.cooldown.0).unwrap_or_default();
+    let cooldown = trigger.cooldown.signed();
     let quiet_until = last_fired.map(|t| t.0.checked_add(cooldown).unwrap_or(t.0));
     let breach = format!("{value} {op} {}", trigger.threshold);
     if let Some(until) = quiet_until.filter(|until| now < *until) {

@@ -8,23 +8,105 @@ use serde::{Deserialize, Serialize};
 /// Examples: `30s`, `5m`, `1h30m`, `1.5s`, `250ms`.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 
-/// A Go-style duration string such as `30s`, `5m` or `1h30m`.
+/// A Go-style duration such as `30s`, `5m` or `1h30m`, parsed once when the object is read
+/// (by kube's `metav1.Duration` parser) and kept with the text the user wrote.
 ///
 /// The schema only accepts non-negative durations in `ms`, `s`, `m` and `h`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
-#[serde(transparent)]
-pub struct Duration(pub String);
+///
+/// ```
+/// use rollguard::api::Duration;
+/// let d: Duration = "1h30m".parse().unwrap();
+/// assert_eq!(d.get().as_secs(), 5400);
+/// assert_eq!(d.to_string(), "1h30m");
+/// assert_eq!("250ms".parse::<Duration>().unwrap().get().as_millis(), 250);
+/// let err = "5 minutes".parse::<Duration>().unwrap_err();
+/// assert!(err.to_string().contains("\"5 minutes\""), "{err}");
+/// assert!("-5s".parse::<Duration>().is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Duration {
+    text: String,
+    value: std::time::Duration,
+}
+
+/// A duration that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid duration {text:?}: {reason} (expected a Go-style duration such as 30s, 5m or 1h30m)")]
+pub struct DurationError {
+    text: String,
+    reason: String,
+}
 
 impl Duration {
-    /// A duration from its string form; use in defaults and tests.
-    pub fn from_static(s: &str) -> Self {
-        Duration(s.to_string())
+    /// `secs` seconds, written `<secs>s`.
+    pub fn from_secs(secs: u64) -> Self {
+        Duration {
+            text: format!("{secs}s"),
+            value: std::time::Duration::from_secs(secs),
+        }
+    }
+
+    /// `mins` minutes, written `<mins>m`.
+    pub fn from_mins(mins: u64) -> Self {
+        Duration {
+            text: format!("{mins}m"),
+            value: std::time::Duration::from_secs(mins.saturating_mul(60)),
+        }
+    }
+
+    /// The duration.
+    pub fn get(&self) -> std::time::Duration {
+        self.value
+    }
+
+    /// The duration, for time arithmetic (saturating at the largest signed duration).
+    pub fn signed(&self) -> jiff::SignedDuration {
+        jiff::SignedDuration::try_from(self.value).unwrap_or(jiff::SignedDuration::MAX)
+    }
+
+    /// As the user wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::str::FromStr for Duration {
+    type Err = DurationError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let error = |reason: String| DurationError {
+            text: text.to_string(),
+            reason,
+        };
+        let parsed: kube::core::Duration = text
+            .parse()
+            .map_err(|e: kube::core::duration::ParseError| error(e.to_string()))?;
+        if parsed.is_negative() {
+            return Err(error("negative".into()));
+        }
+        Ok(Duration {
+            text: text.to_string(),
+            value: parsed.into(),
+        })
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
 impl std::fmt::Display for Duration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 

@@ -78,19 +78,19 @@ pub struct RollbackPolicySpec {
 }
 
 fn default_interval() -> Duration {
-    Duration::from_static("30s")
+    Duration::from_secs(30)
 }
 fn default_guard_window() -> Duration {
-    Duration::from_static("10m")
+    Duration::from_mins(10)
 }
 fn default_cooldown() -> Duration {
-    Duration::from_static("5m")
+    Duration::from_mins(5)
 }
 fn default_step_duration() -> Duration {
-    Duration::from_static("60s")
+    Duration::from_secs(60)
 }
 fn default_verification_window() -> Duration {
-    Duration::from_static("5m")
+    Duration::from_mins(5)
 }
 fn default_consecutive() -> i32 {
     1
@@ -118,7 +118,7 @@ pub struct PrometheusProvider {
 }
 
 fn default_timeout() -> Duration {
-    Duration::from_static("5s")
+    Duration::from_secs(5)
 }
 
 /// What to do while metrics cannot be read.

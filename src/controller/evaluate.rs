@@ -25,7 +25,7 @@ use crate::api::{ModelDeployment, OnMetricsUnavailable, RollbackPolicySpec, Trig
 use crate::metrics::MetricsProvider;
 use crate::metrics::prometheus::Prometheus;
 use crate::metrics::query::{Vars, render, text_of};
-use crate::plan::{self, Judged, MetricsObservation, Observed, PolicyObservation, parse_duration};
+use crate::plan::{self, Judged, MetricsObservation, Observed, PolicyObservation};
 use crate::telemetry::Metrics;
 use crate::trigger::{self, Decision, EvaluationError, Judgement, Outcome};
 
@@ -72,14 +72,11 @@ impl Job {
             judged,
             triggers: policy.triggers.clone(),
             on_unavailable: policy.on_metrics_unavailable,
-            interval: parse_duration(&policy.interval.0)
-                .filter(|d| d.is_positive())
-                .unwrap_or(SignedDuration::from_secs(30)),
+            // At least a second: `0s` must not query in a busy loop.
+            interval: policy.interval.signed().max(SignedDuration::from_secs(1)),
             address: provider.prometheus.address.clone(),
-            timeout: parse_duration(&provider.prometheus.timeout.0)
-                .filter(|d| d.is_positive())
-                .map(|d| d.unsigned_abs())
-                .unwrap_or(Duration::from_secs(5)),
+            // At least 100 ms: `0s` would fail every query before it is sent.
+            timeout: provider.prometheus.timeout.get().max(Duration::from_millis(100)),
             vars: vars(md, obs, judged, policy),
         })
     }
@@ -292,6 +289,6 @@ fn vars(md: &ModelDeployment, obs: &Observed, judged: Judged, policy: &RollbackP
             stable_service_name(&name)
         },
         name,
-        interval: policy.interval.0.clone(),
+        interval: policy.interval.as_str().to_string(),
     }
 }

@@ -15,8 +15,7 @@ use crate::api::ModelDeploymentStatus;
 use crate::revision::Snapshot;
 
 pub use rollout::{
-    ANNOTATION_ACCEPTED, METRICS_WARNING, POLICY_RESOLVED, TRAFFIC_ROUTED, deployment_name, judged, parse_duration,
-    plan,
+    ANNOTATION_ACCEPTED, METRICS_WARNING, POLICY_RESOLVED, TRAFFIC_ROUTED, deployment_name, judged, plan,
 };
 
 /// A revision as stored in the cluster (its ControllerRevision).

@@ -63,45 +63,6 @@ struct GradualTraffic {
     step: Option<CanaryStepState>,
 }
 
-/// A Go-style duration (`30s`, `5m`, `1h30m`, `1.5s`, `250ms`) as a signed duration; None
-/// for anything else.
-///
-/// ```
-/// use rollguard::plan::parse_duration;
-/// assert_eq!(parse_duration("1h30m").map(|d| d.as_secs()), Some(5400));
-/// assert_eq!(parse_duration("250ms").map(|d| d.as_millis()), Some(250));
-/// assert_eq!(parse_duration("5 minutes"), None);
-/// ```
-pub fn parse_duration(text: &str) -> Option<SignedDuration> {
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total_ms: f64 = 0.0;
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let (num, tail) = rest.split_at(num_end);
-        let value: f64 = num.parse().ok()?;
-        let unit_end = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_end);
-        let factor = match unit {
-            "ms" => 1.0,
-            "s" => 1_000.0,
-            "m" => 60_000.0,
-            "h" => 3_600_000.0,
-            _ => return None,
-        };
-        total_ms += value * factor;
-        rest = tail;
-    }
-    if !total_ms.is_finite() || total_ms > 1e15 {
-        return None;
-    }
-    Some(SignedDuration::from_millis(total_ms.round() as i64))
-}
-
 /// Decides what the world should look like for `md`, given what was observed.
 ///
 /// Worked example (blue/green, autoPromote): stable r1, the spec now hashes to something new.
@@ -291,10 +252,6 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn window(text: &str) -> SignedDuration {
-        parse_duration(text).unwrap_or_default()
-    }
-
     fn judged(&self, policy: &RollbackPolicySpec) -> Option<Judged> {
         let on_stable = |revision, purpose| Judged {
             revision,
@@ -324,9 +281,7 @@ impl<'a> Planner<'a> {
     fn verifying(&self, policy: &RollbackPolicySpec) -> Option<i64> {
         let r = self.last_rollback.as_ref()?;
         let completed = r.completed_at.as_ref()?.0;
-        let ends = completed
-            .checked_add(Self::window(&policy.verification.window.0))
-            .ok()?;
+        let ends = completed.checked_add(policy.verification.window.signed()).ok()?;
         (r.verification == Some(Verification::Pending) && self.now < ends).then_some(r.to_revision)
     }
 
@@ -339,7 +294,7 @@ impl<'a> Planner<'a> {
         }
         self.previous_of(s)?;
         let promoted = h.promoted_at.as_ref()?.0;
-        promoted.checked_add(Self::window(&policy.guard_window.0)).ok()
+        promoted.checked_add(policy.guard_window.signed()).ok()
     }
 
     /// The newest restorable revision older than `rev`.
@@ -420,8 +375,8 @@ impl<'a> Planner<'a> {
     fn end_verification(&mut self) {
         let window = self
             .policy()
-            .map(|p| p.verification.window.0.clone())
-            .unwrap_or_else(|| crate::api::VerificationSpec::default().window.0);
+            .map(|p| p.verification.window.clone())
+            .unwrap_or_else(|| crate::api::VerificationSpec::default().window);
         let now = self.now;
         let Some(r) = self.last_rollback.as_mut() else {
             return;
@@ -432,7 +387,7 @@ impl<'a> Planner<'a> {
         if r.verification != Some(Verification::Pending) {
             return;
         }
-        let ends = completed.checked_add(Self::window(&window)).unwrap_or(completed);
+        let ends = completed.checked_add(window.signed()).unwrap_or(completed);
         if now < ends {
             self.verification_requeue = Some(now.duration_until(ends).unsigned_abs() + Duration::from_millis(500));
             return;
@@ -861,7 +816,7 @@ impl<'a> Planner<'a> {
             None => format!("revision {from} at {weight}%"),
         };
         if let Some(s) = held {
-            let hold = parse_duration(&g.step_duration.0).unwrap_or_default();
+            let hold = g.step_duration.signed();
             let ends = s.started_at.checked_add(hold).unwrap_or(s.started_at);
             if self.now < ends {
                 let left = self.now.duration_until(ends).unsigned_abs();
@@ -1094,8 +1049,8 @@ impl<'a> Planner<'a> {
                 return;
             }
             let pause = step.pause.as_ref().and_then(|p| p.duration.as_ref());
-            match pause.map(|d| parse_duration(&d.0)) {
-                Some(Some(d)) => {
+            match pause.map(|d| d.signed()) {
+                Some(d) => {
                     let ends = state.started_at.checked_add(d).unwrap_or(state.started_at);
                     if self.now >= ends && !self.md.spec.paused {
                         state = next(state.index, self.now);
