@@ -73,23 +73,36 @@ pub fn stamp(t: jiff::Timestamp) -> Time {
 /// - a condition whose status is unchanged keeps its `lastTransitionTime`;
 /// - a new condition, or one whose status changed, gets `now`;
 /// - every returned condition gets `observed_generation`;
-/// - existing conditions of other types are kept, after the desired ones.
+/// - existing conditions of other types are kept, after the desired ones, but for those of
+///   the `retired` types: a condition of such a type that is no longer desired no longer
+///   applies and is removed.
 ///
 /// ```
 /// use rollguard::conditions::{merge, Desired};
 /// use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 /// let t0 = Time("2026-01-01T00:00:00Z".parse().unwrap());
 /// let t1 = Time("2026-01-01T00:05:00Z".parse().unwrap());
-/// let first = merge(&[], &[Desired::new("Ready", Some(false), "Progressing", "r2 at 10%")], 1, &t0);
+/// let first = merge(&[], &[Desired::new("Ready", Some(false), "Progressing", "r2 at 10%")], &[], 1, &t0);
 /// // Same status, other message: the transition time stays t0.
-/// let second = merge(&first, &[Desired::new("Ready", Some(false), "Progressing", "r2 at 50%")], 2, &t1);
+/// let second = merge(&first, &[Desired::new("Ready", Some(false), "Progressing", "r2 at 50%")], &[], 2, &t1);
 /// assert_eq!(second[0].last_transition_time, t0);
 /// assert_eq!(second[0].message, "r2 at 50%");
 /// // Status flips: the transition time moves to t1.
-/// let third = merge(&second, &[Desired::new("Ready", Some(true), "Reconciled", "r2 stable")], 2, &t1);
+/// let third = merge(&second, &[Desired::new("Ready", Some(true), "Reconciled", "r2 stable")], &[], 2, &t1);
 /// assert_eq!(third[0].last_transition_time, t1);
+/// // A retired type that is not desired any more is gone; others stay.
+/// let with_policy = merge(&third, &[Desired::new("PolicyResolved", Some(false), "PolicyNotFound", "")], &[], 2, &t1);
+/// assert_eq!(with_policy.len(), 2);
+/// let without = merge(&with_policy, &[], &["PolicyResolved"], 3, &t1);
+/// assert_eq!(without.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(), ["Ready"]);
 /// ```
-pub fn merge(existing: &[Condition], desired: &[Desired], observed_generation: i64, now: &Time) -> Vec<Condition> {
+pub fn merge(
+    existing: &[Condition],
+    desired: &[Desired],
+    retired: &[&str],
+    observed_generation: i64,
+    now: &Time,
+) -> Vec<Condition> {
     let mut out: Vec<Condition> = desired
         .iter()
         .map(|d| {
@@ -113,6 +126,7 @@ pub fn merge(existing: &[Condition], desired: &[Desired], observed_generation: i
         existing
             .iter()
             .filter(|c| !desired.iter().any(|d| d.type_ == c.type_))
+            .filter(|c| !retired.contains(&c.type_.as_str()))
             .cloned(),
     );
     out
@@ -138,12 +152,14 @@ mod tests {
         let a = merge(
             &[],
             &[Desired::new(types::READY, Some(false), reasons::PROGRESSING, "a")],
+            &[],
             1,
             &t0,
         );
         let b = merge(
             &a,
             &[Desired::new(types::READY, Some(false), reasons::PROGRESSING, "b")],
+            &[],
             2,
             &t1,
         );
@@ -160,12 +176,14 @@ mod tests {
         let a = merge(
             &[],
             &[Desired::new(types::READY, None, reasons::PROGRESSING, "")],
+            &[],
             1,
             &t0,
         );
         let b = merge(
             &a,
             &[Desired::new(types::READY, Some(true), reasons::RECONCILED, "")],
+            &[],
             1,
             &t1,
         );
@@ -181,8 +199,8 @@ mod tests {
             Desired::new(types::READY, Some(false), reasons::PROGRESSING, "x"),
             Desired::new(types::RECONCILING, Some(true), reasons::PROGRESSING, "y"),
         ];
-        let a = merge(&[], &d, 4, &t0);
-        let b = merge(&a, &d, 4, &t1);
+        let a = merge(&[], &d, &[], 4, &t0);
+        let b = merge(&a, &d, &[], 4, &t1);
         assert_eq!(a, b);
     }
 
@@ -192,12 +210,14 @@ mod tests {
         let a = merge(
             &[],
             &[Desired::new(types::METRICS_AVAILABLE, Some(true), "Answered", "")],
+            &[],
             1,
             &t0,
         );
         let b = merge(
             &a,
             &[Desired::new(types::READY, Some(true), reasons::RECONCILED, "")],
+            &[],
             1,
             &t0,
         );

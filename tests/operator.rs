@@ -88,3 +88,70 @@ async fn run_stops_cleanly_on_sigterm() {
     .expect("the operator exits within 15s of SIGTERM");
     assert!(exited.success(), "exit status after SIGTERM: {exited}");
 }
+
+/// Someone edits the image of a child Deployment: rollguard restores its revision's template
+/// and says so in a Warning Event. Fields it does not set (an annotation someone adds) and
+/// values the API server normalizes (cpu `0.5` stored as `500m`) cause no write.
+#[tokio::test]
+async fn an_edited_child_deployment_is_restored_without_a_write_loop() {
+    use support::telemetry::{Scrape, metrics_address};
+    let cluster = cluster().await;
+    let ns = TestNamespace::create(&cluster.client, "restore").await;
+    let apis = Apis::new(&cluster.client, &ns.name);
+    let op = Operator::start_with(&ns.name, &["--metrics-address", "127.0.0.1:0", "--resync-seconds", "1"]);
+    let address = metrics_address(&op).await;
+    let template = serde_json::json!({"spec": {"containers": [{
+        "name": "vllm", "image": "vllm/vllm-openai:v0.11.0",
+        "resources": {"requests": {"cpu": "0.5"}}}]}});
+    apis.roll_out("chat", &["v1"], 1, serde_json::json!({"template": template}))
+        .await;
+    let image = |d: &k8s_openapi::api::apps::v1::Deployment| {
+        d.spec
+            .template
+            .spec
+            .as_ref()
+            .and_then(|p| p.containers.first())
+            .and_then(|c| c.image.clone())
+    };
+    let theirs = PatchParams::default();
+    let edit = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "vllm", "image": "someone/else:latest"}]}}}});
+    apis.deployments
+        .patch("chat-r1", &theirs, &Patch::Strategic(edit))
+        .await
+        .expect("their edit");
+    let restored = wait_for(Duration::from_secs(30), || async {
+        let d = apis.deployments.get("chat-r1").await.ok()?;
+        (image(&d).as_deref() == Some("vllm/vllm-openai:v0.11.0")).then_some(d)
+    })
+    .await;
+    assert!(restored.is_some(), "the image someone else wrote was never restored");
+    let event = apis.wait_event("chat", "DeploymentRestored", Some("Warning")).await;
+    assert!(event.is_some(), "a Warning Event says the template was restored");
+
+    // Their annotation on the pod template is not rollguard's: it stays, and nothing loops.
+    let extra = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {"sidecar.example.com/inject": "true"}}}}});
+    apis.deployments
+        .patch("chat-r1", &theirs, &Patch::Merge(extra))
+        .await
+        .expect("their annotation");
+    let deployment_writes = |s: &Scrape| s.requests(|verb, resource| verb == "patch" && resource == "deployments");
+    let start = Scrape::of(&address).await;
+    let end = wait_for(Duration::from_secs(30), || async {
+        let now = Scrape::of(&address).await;
+        (now.reconciles() - start.reconciles() >= 4.0).then_some(now)
+    })
+    .await
+    .expect("four resync reconciles");
+    assert_eq!(
+        deployment_writes(&end),
+        deployment_writes(&start),
+        "Deployments written again and again:\n{}",
+        end.0
+    );
+    let d = apis.deployments.get("chat-r1").await.expect("Deployment");
+    let annotations = d.spec.template.metadata.and_then(|m| m.annotations).unwrap_or_default();
+    assert_eq!(
+        annotations.get("sidecar.example.com/inject").map(String::as_str),
+        Some("true")
+    );
+}

@@ -130,3 +130,50 @@ async fn a_missing_policy_is_reported_on_the_model_deployment() {
     // The model server still rolls out.
     apis.wait_healthy("chat", 1).await;
 }
+
+/// Conditions about a policy and its metrics stop applying when the ModelDeployment no longer
+/// references a policy: they are removed, not left at their last value.
+#[tokio::test]
+async fn conditions_that_no_longer_apply_are_removed() {
+    use support::slow_provider::{Answer, SlowProvider};
+    let cluster = cluster().await;
+    let ns = TestNamespace::create(&cluster.client, "stale-conditions").await;
+    let apis = Apis::new(&cluster.client, &ns.name);
+    let provider = SlowProvider::start(Answer::Hang).await;
+    let policy: RollbackPolicy = serde_json::from_value(json!({
+        "apiVersion": "rollguard.dev/v1alpha1", "kind": "RollbackPolicy", "metadata": {"name": "llm"},
+        "spec": {
+            "provider": {"prometheus": {"address": provider.address, "timeout": "1s"}},
+            "interval": "1s", "guardWindow": "1h", "onMetricsUnavailable": "Ignore",
+            "triggers": [{"name": "error-rate", "query": "vector(0)", "operator": "Gt", "threshold": 0.1}]
+        }
+    }))
+    .expect("policy");
+    Api::<RollbackPolicy>::namespaced(cluster.client.clone(), &ns.name)
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("creating the policy");
+    let _op = Operator::start(&ns.name);
+    apis.roll_out("chat", &["v1", "v2"], 1, json!({"rollbackPolicyRef": {"name": "llm"}}))
+        .await;
+    // r2 is judged in its guard window by a provider that never answers.
+    apis.wait_md("chat", "MetricsAvailable=False, PolicyResolved=True", SECS_60, |md| {
+        condition(md, "MetricsAvailable").is_some_and(|(s, r, _)| s == "False" && r == "ProviderUnavailable")
+            && condition(md, "PolicyResolved").is_some_and(|(s, _, _)| s == "True")
+            && condition(md, "MetricsWarning").is_some()
+    })
+    .await;
+
+    apis.patch_spec("chat", json!({"rollbackPolicyRef": null})).await;
+    let md = apis
+        .wait_md("chat", "no policy or metrics condition", SECS_60, |md| {
+            md.status
+                .as_ref()
+                .is_some_and(|s| s.observed_generation == md.metadata.generation)
+                && ["MetricsAvailable", "MetricsWarning", "PolicyResolved"]
+                    .iter()
+                    .all(|t| condition(md, t).is_none())
+        })
+        .await;
+    assert!(condition(&md, "Ready").is_some(), "the other conditions stay");
+}

@@ -91,6 +91,7 @@ pub async fn apply(
         }
     };
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let mut restored = Vec::new();
     for (rev, desired) in &plan.deployments {
         let current = observed.deployments.get(rev);
         let differs = match current {
@@ -100,6 +101,7 @@ pub async fn apply(
                     || c.progress_started_at != desired.progress_started_at
                     || c.canary_step != desired.canary_step
                     || c.rollback_step != desired.rollback_step
+                    || c.template_drifted
             }
         };
         if !differs {
@@ -115,6 +117,15 @@ pub async fn apply(
             .patch(&name, &ssa(), &Patch::Apply(&d))
             .await
             .map_err(|e| Error::ApplyDeployment(name.clone(), e))?;
+        let stored = serde_json::to_value(&applied.spec.template).unwrap_or_default();
+        let wanted = serde_json::to_value(&d.spec.template).unwrap_or_default();
+        written.remember_stored(&wanted, resources::differences(&stored, &wanted));
+        // A restore that changed the spec moves the generation on (a re-apply of a template
+        // the server had only normalized, after a restart, changes nothing and says nothing).
+        if current.is_some_and(|c| c.template_drifted && applied.metadata.generation != Some(c.generation)) {
+            tracing::info!(deployment = %name, "restored the pod template someone else changed");
+            restored.push(name.clone());
+        }
         written.deployments.wrote(applied);
         writes += 1;
     }
@@ -207,7 +218,14 @@ pub async fn apply(
     }
 
     let reference = md.object_ref(&());
-    for ev in &plan.events {
+    let restored = restored.into_iter().map(|name| crate::plan::PlannedEvent {
+        warning: true,
+        reason: "DeploymentRestored",
+        note: format!(
+            "someone else changed the pod template of Deployment {name}; rollguard restored its revision's template"
+        ),
+    });
+    for ev in plan.events.iter().cloned().chain(restored) {
         let event = Event {
             type_: if ev.warning {
                 EventType::Warning

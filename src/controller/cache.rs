@@ -256,9 +256,44 @@ pub struct Written {
     pub services: Pending<Service>,
     /// ControllerRevisions.
     pub revisions: Pending<ControllerRevision>,
+    /// Where the API server stored a pod template of rollguard's differently from how it
+    /// was written (it normalizes some values: cpu `0.5` is stored as `500m`), by digest of
+    /// the template written: each place with the value stored.
+    normalized: Mutex<HashMap<u64, Vec<(String, serde_json::Value)>>>,
+}
+
+/// A digest of a JSON value.
+fn digest(value: &serde_json::Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.to_string().hash(&mut hasher);
+    hasher.finish()
 }
 
 impl Written {
+    /// Remembers how the API server stored the pod template `desired` that rollguard wrote:
+    /// the `differences` between them (none for most templates).
+    pub fn remember_stored(&self, desired: &serde_json::Value, differences: Vec<(String, serde_json::Value)>) {
+        let mut normalized = self.normalized.lock().unwrap_or_else(|e| e.into_inner());
+        if differences.is_empty() {
+            normalized.remove(&digest(desired));
+            return;
+        }
+        // Bounded: one entry per template written; start again if it ever grows large.
+        if normalized.len() > 10_000 {
+            normalized.clear();
+        }
+        normalized.insert(digest(desired), differences);
+    }
+
+    /// Whether the `differences` of an observed pod template from `desired` are all the
+    /// server's own normalization of rollguard's write (so nobody changed anything).
+    pub fn only_normalized(&self, desired: &serde_json::Value, differences: &[(String, serde_json::Value)]) -> bool {
+        let normalized = self.normalized.lock().unwrap_or_else(|e| e.into_inner());
+        let known = normalized.get(&digest(desired));
+        differences.iter().all(|d| known.is_some_and(|k| k.contains(d)))
+    }
+
     /// Forgets the writes of the ModelDeployment `key` and of what it owns (it is gone).
     pub fn forget(&self, key: &ObjectRef<ModelDeployment>) {
         let namespace = key.namespace.clone().unwrap_or_default();

@@ -385,20 +385,38 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
         });
     // A policy's status lists the ModelDeployments that reference it.
     let policies: Api<RollbackPolicy> = scoped(&client, &config.namespace);
-    let policies = Controller::new(policies, watcher::Config::default())
+    let policies = Controller::new(policies, watcher::Config::default());
+    let policy_store = policies.store();
+    let policies = policies
         .watches(api, watcher::Config::default(), |md| {
             let namespace = md.namespace().unwrap_or_default();
             policy_name(&md).map(|name| ObjectRef::<RollbackPolicy>::new(name).within(&namespace))
         })
-        .graceful_shutdown_on(shutdown.requested())
+        .graceful_shutdown_on(shutdown.clone().requested())
         .run(rollback_policy::reconcile, rollback_policy::error_policy, ctx)
         .for_each(|result| async move {
             if let Err(err) = result {
                 tracing::warn!(error = %error::chain(&err), "policy reconcile failed");
             }
         });
+    // A controller winds down only once its own store is filled; a signal that comes before
+    // its first list would leave it waiting for ever. Then nothing has been reconciled: stop.
+    let model_store = stores.models.clone();
+    let unfilled = async move {
+        shutdown.requested().await;
+        let filled =
+            async { model_store.wait_until_ready().await.is_ok() && policy_store.wait_until_ready().await.is_ok() };
+        if !matches!(tokio::time::timeout(Duration::from_millis(200), filled).await, Ok(true)) {
+            tracing::info!("stopping before the caches were filled");
+            return;
+        }
+        std::future::pending::<()>().await
+    };
     let controllers = async {
-        futures::join!(models, policies);
+        tokio::select! {
+            _ = async { futures::join!(models, policies) } => {}
+            _ = unfilled => {}
+        }
     };
     if let Some((mut held, task, lease)) = leadership {
         let lost = async {

@@ -8,7 +8,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
 use super::cache::{self, Stores, Written};
-use super::resources::{Owner, canary_service_name, stable_service_name};
+use super::resources::{self, Owner, canary_service_name, stable_service_name};
 use crate::api::{ModelDeployment, TrafficRouting, labels, owned_annotations};
 use crate::plan::{
     CanaryStepState, Observed, ObservedDeployment, ObservedRevision, PolicyObservation, RouteObservation, ServiceTarget,
@@ -54,7 +54,11 @@ pub async fn observe(
     let mut deployments = BTreeMap::new();
     for d in cache::owned(&stores.deployments, &written.deployments, namespace, uid) {
         if let Some(rev) = revision_label(d.as_ref()) {
-            deployments.insert(rev, observe_deployment(&d));
+            let mut observed = observe_deployment(&d);
+            if let Some(r) = revisions.iter().find(|r| r.number == rev) {
+                observed.template_drifted = template_drifted(written, &owner.name, rev, &r.snapshot, &d);
+            }
+            deployments.insert(rev, observed);
         }
     }
 
@@ -110,6 +114,16 @@ pub async fn observe(
     (observed, route_object)
 }
 
+/// Whether someone else changed a field rollguard sets in the pod template of `d`, the
+/// Deployment of revision `rev`. A template the API server normalized after rollguard's own
+/// write (a quantity written `0.5` read back as `500m`) is not a change.
+fn template_drifted(written: &Written, name: &str, rev: i64, snapshot: &Snapshot, d: &Deployment) -> bool {
+    let desired = serde_json::to_value(resources::pod_template(name, rev, snapshot)).unwrap_or_default();
+    let observed = serde_json::to_value(&d.spec.template).unwrap_or_default();
+    let differences = resources::differences(&observed, &desired);
+    !differences.is_empty() && !written.only_normalized(&desired, &differences)
+}
+
 /// The router of a ModelDeployment's `trafficRouting`.
 pub fn router_for(client: &Client, owner: &Owner, routing: &TrafficRouting) -> Option<Router> {
     let backends = Backends {
@@ -147,5 +161,7 @@ pub fn observe_deployment(d: &Deployment) -> ObservedDeployment {
         available,
         progress_started_at,
         canary_step,
+        template_drifted: false,
+        generation: d.metadata.generation.unwrap_or(0),
     }
 }

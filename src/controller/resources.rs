@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{EnvVar, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{EnvVar, PodTemplateSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -65,28 +65,7 @@ pub fn controller_revision(owner: &Owner, revision: i64, snapshot: &Snapshot) ->
 /// labels and the `MODEL_*` env vars added to every container.
 pub fn deployment(owner: &Owner, revision: i64, snapshot: &Snapshot, desired: &DesiredDeployment) -> Deployment {
     let selector = revision_labels(&owner.name, revision);
-    let mut template = snapshot.template.clone();
-    let template_meta = template.metadata.get_or_insert_with(Default::default);
-    template_meta
-        .labels
-        .get_or_insert_with(Default::default)
-        .extend(selector.clone());
-    let model_env = [
-        ("MODEL_NAME", Some(snapshot.model.name.clone())),
-        ("MODEL_VERSION", Some(snapshot.model.version.clone())),
-        ("MODEL_URI", Some(snapshot.model.uri.clone().unwrap_or_default())),
-    ];
-    if let Some(pod) = template.spec.as_mut() {
-        for container in &mut pod.containers {
-            let env = container.env.get_or_insert_with(Vec::new);
-            env.retain(|e| !model_env.iter().any(|(k, _)| e.name == *k));
-            env.extend(model_env.iter().map(|(k, v)| EnvVar {
-                name: k.to_string(),
-                value: v.clone(),
-                ..Default::default()
-            }));
-        }
-    }
+    let template = pod_template(&owner.name, revision, snapshot);
     let mut annotations = BTreeMap::from([(owned_annotations::HASH.to_string(), snapshot.hash())]);
     if let Some(t) = desired.progress_started_at {
         annotations.insert(owned_annotations::PROGRESS_STARTED_AT.to_string(), t.to_string());
@@ -112,6 +91,89 @@ pub fn deployment(owner: &Owner, revision: i64, snapshot: &Snapshot, desired: &D
         },
         status: None,
     }
+}
+
+/// The pod template of revision `revision` of the ModelDeployment `name`: the user's
+/// template with the revision's labels and the model's environment variables.
+pub fn pod_template(name: &str, revision: i64, snapshot: &Snapshot) -> PodTemplateSpec {
+    let selector = revision_labels(name, revision);
+    let mut template = snapshot.template.clone();
+    let template_meta = template.metadata.get_or_insert_with(Default::default);
+    template_meta
+        .labels
+        .get_or_insert_with(Default::default)
+        .extend(selector);
+    let model_env = [
+        ("MODEL_NAME", Some(snapshot.model.name.clone())),
+        ("MODEL_VERSION", Some(snapshot.model.version.clone())),
+        ("MODEL_URI", Some(snapshot.model.uri.clone().unwrap_or_default())),
+    ];
+    if let Some(pod) = template.spec.as_mut() {
+        for container in &mut pod.containers {
+            let env = container.env.get_or_insert_with(Vec::new);
+            env.retain(|e| !model_env.iter().any(|(k, _)| e.name == *k));
+            env.extend(model_env.iter().map(|(k, v)| EnvVar {
+                name: k.to_string(),
+                value: v.clone(),
+                ..Default::default()
+            }));
+        }
+    }
+    template
+}
+
+/// Where `observed` does not hold a field of `desired` with the same value (objects by key,
+/// lists element by element): each such place as a JSON pointer, with what `observed` has
+/// there (null when it has nothing). Fields the API server defaulted, or someone else added,
+/// are not a difference; a value of rollguard's that someone changed is.
+///
+/// ```
+/// use rollguard::controller::resources::differences;
+/// use serde_json::json;
+/// let desired = json!({"containers": [{"name": "vllm", "image": "vllm:v1"}]});
+/// let defaulted = json!({"containers": [{"name": "vllm", "image": "vllm:v1", "imagePullPolicy": "IfNotPresent"}]});
+/// assert!(differences(&defaulted, &desired).is_empty());
+/// let edited = json!({"containers": [{"name": "vllm", "image": "vllm:v2"}]});
+/// assert_eq!(differences(&edited, &desired), vec![("/containers/0/image".to_string(), json!("vllm:v2"))]);
+/// assert_eq!(differences(&json!({"containers": []}), &desired).len(), 1);
+/// ```
+pub fn differences(observed: &serde_json::Value, desired: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+    fn walk(
+        observed: &serde_json::Value,
+        desired: &serde_json::Value,
+        path: &mut String,
+        out: &mut Vec<(String, serde_json::Value)>,
+    ) {
+        use serde_json::Value;
+        let len = path.len();
+        match (observed, desired) {
+            (Value::Object(o), Value::Object(d)) => {
+                for (k, v) in d {
+                    path.push('/');
+                    path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    match o.get(k) {
+                        Some(ov) => walk(ov, v, path, out),
+                        None if v.is_null() => {}
+                        None => out.push((path.clone(), Value::Null)),
+                    }
+                    path.truncate(len);
+                }
+            }
+            (Value::Array(o), Value::Array(d)) if o.len() == d.len() => {
+                for (i, (ov, dv)) in o.iter().zip(d).enumerate() {
+                    path.push('/');
+                    path.push_str(&i.to_string());
+                    walk(ov, dv, path, out);
+                    path.truncate(len);
+                }
+            }
+            (o, d) if o == d => {}
+            (o, _) => out.push((path.clone(), o.clone())),
+        }
+    }
+    let mut out = Vec::new();
+    walk(observed, desired, &mut String::new(), &mut out);
+    out
 }
 
 /// The Service `service_name` selecting `target`'s pods on its port.

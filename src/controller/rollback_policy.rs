@@ -36,7 +36,7 @@ pub fn desired_status(policy: &RollbackPolicy, users: Vec<String>, now: &Time) -
     RollbackPolicyStatus {
         observed_generation: Some(generation),
         model_deployments: users,
-        conditions: conditions::merge(&current.conditions, &[valid], generation, now),
+        conditions: conditions::merge(&current.conditions, &[valid], &[], generation, now),
     }
 }
 

@@ -44,6 +44,10 @@ pub struct ObservedDeployment {
     pub canary_step: Option<CanaryStepState>,
     /// The gradual-rollback step being held and when it started (its annotation).
     pub rollback_step: Option<CanaryStepState>,
+    /// Someone else changed a field of rollguard's in its pod template: apply restores it.
+    pub template_drifted: bool,
+    /// `metadata.generation` (a restore that changed the spec moves it on).
+    pub generation: i64,
 }
 
 /// Where a canary is in its steps: persisted on the canary Deployment so a restarted

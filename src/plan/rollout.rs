@@ -1268,7 +1268,19 @@ impl<'a> Planner<'a> {
                 Some(m) => m.analysis.clone(),
                 None => current.analysis.clone(),
             },
-            conditions: conditions::merge(&current.conditions, &desired, generation, &stamp(self.now)),
+            // Conditions about a route, a policy or metrics that no longer apply are removed.
+            conditions: conditions::merge(
+                &current.conditions,
+                &desired,
+                &[
+                    TRAFFIC_ROUTED,
+                    POLICY_RESOLVED,
+                    METRICS_WARNING,
+                    crate::conditions::types::METRICS_AVAILABLE,
+                ],
+                generation,
+                &stamp(self.now),
+            ),
         };
         Plan {
             new_revision: self.new_revision,

@@ -117,6 +117,8 @@ impl World {
                 progress_started_at: None,
                 canary_step: None,
                 rollback_step: None,
+                template_drifted: false,
+                generation: 1,
             });
             if d.replicas != want.replicas {
                 d.available = want.replicas == 0;
