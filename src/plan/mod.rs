@@ -3,8 +3,17 @@
 //! The controller observes the cluster into an [`Observed`], asks [`plan`] what the world
 //! should look like, and applies the [`Plan`], writing only what differs.
 
+mod analysis;
 pub mod annotations;
-mod rollout;
+mod blue_green;
+mod canary;
+mod deadline;
+mod gradual;
+mod planner;
+mod requests;
+mod rollback;
+mod status;
+mod steps;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,9 +23,8 @@ use jiff::Timestamp;
 use crate::api::ModelDeploymentStatus;
 use crate::revision::Snapshot;
 
-pub use rollout::{
-    ANNOTATION_ACCEPTED, METRICS_WARNING, POLICY_RESOLVED, TRAFFIC_ROUTED, deployment_name, judged, plan,
-};
+pub use planner::{deployment_name, judged, plan};
+pub use status::{ANNOTATION_ACCEPTED, METRICS_WARNING, POLICY_RESOLVED, TRAFFIC_ROUTED};
 
 /// A revision as stored in the cluster (its ControllerRevision).
 #[derive(Clone, Debug, PartialEq)]

@@ -1,0 +1,162 @@
+//! What the policy's triggers judge, and what their verdicts do: roll a canary or a guarded
+//! revision back, fail a verification, pause a gradual rollback, hold a rollout.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::planner::{Planner, RESTORED};
+use super::{Judged, Purpose};
+use crate::api::{RevisionPhase, RollbackMode, RollbackPolicySpec, RollbackTrigger, Severity, Verification};
+use crate::revision;
+use crate::trigger::Decision;
+
+impl Planner<'_> {
+    pub(super) fn judged(&self, policy: &RollbackPolicySpec) -> Option<Judged> {
+        let on_stable = |revision, purpose| Judged {
+            revision,
+            purpose,
+            via_canary: false,
+        };
+        if let Some(r) = self.last_rollback.as_ref().filter(|r| r.completed_at.is_none()) {
+            return (r.mode == RollbackMode::Gradual).then(|| on_stable(r.to_revision, Purpose::GradualHealth));
+        }
+        if self.rolling_out() {
+            return Some(Judged {
+                revision: self.target,
+                purpose: Purpose::Rollout,
+                via_canary: true,
+            });
+        }
+        if let Some(r) = self.verifying(policy) {
+            return Some(on_stable(r, Purpose::Verification));
+        }
+        let s = self.stable?;
+        self.guard_ends(s, policy)
+            .filter(|ends| self.now < *ends)
+            .map(|_| on_stable(s, Purpose::Guard))
+    }
+
+    /// The restored revision while its verification window is open.
+    pub(super) fn verifying(&self, policy: &RollbackPolicySpec) -> Option<i64> {
+        let r = self.last_rollback.as_ref()?;
+        let completed = r.completed_at.as_ref()?.0;
+        let ends = completed.checked_add(policy.verification.window.signed()).ok()?;
+        (r.verification == Some(Verification::Pending) && self.now < ends).then_some(r.to_revision)
+    }
+
+    /// When the guard window of stable revision `s` ends: None when it was restored by a
+    /// rollback or has no previous revision to return to.
+    pub(super) fn guard_ends(&self, s: i64, policy: &RollbackPolicySpec) -> Option<Timestamp> {
+        let h = self.history.get(&s)?;
+        if h.phase != RevisionPhase::Stable || h.reason.as_deref() == Some(RESTORED) {
+            return None;
+        }
+        self.previous_of(s)?;
+        let promoted = h.promoted_at.as_ref()?.0;
+        promoted.checked_add(policy.guard_window.signed()).ok()
+    }
+
+    /// The newest restorable revision older than `rev`.
+    pub(super) fn previous_of(&self, rev: i64) -> Option<i64> {
+        self.history
+            .values()
+            .filter(|h| h.revision < rev && revision::restorable(h.phase))
+            .map(|h| h.revision)
+            .max()
+    }
+
+    /// Acts on what the policy's triggers said about the judged revision.
+    pub(super) fn act_on_metrics(&mut self) {
+        let Some(m) = &self.obs.metrics else {
+            return;
+        };
+        let (judged, decision) = (m.judged, m.decision.clone());
+        if m.fresh {
+            for n in &m.notices {
+                let warning = n.severity == Severity::Warning;
+                let note = format!(
+                    "trigger {} fired on revision {}: {}",
+                    n.trigger, judged.revision, n.message
+                );
+                self.event(warning, "TriggerFired", note);
+            }
+        }
+        let rev = judged.revision;
+        match (judged.purpose, decision) {
+            (_, Decision::Proceed) => {}
+            (Purpose::Rollout, Decision::Hold { reason }) if rev == self.target => self.metrics_hold = Some(reason),
+            (Purpose::GradualHealth, Decision::Hold { reason }) => self.gradual_unhealthy = Some(reason),
+            (Purpose::GradualHealth, Decision::Rollback { trigger, detail, .. }) => {
+                self.gradual_unhealthy = Some(format!("trigger {trigger}: {detail}"));
+            }
+            (Purpose::Verification, Decision::Rollback { trigger, detail, .. }) => {
+                if let Some(r) = self.last_rollback.as_mut().filter(|r| r.to_revision == rev) {
+                    r.verification = Some(Verification::Failed);
+                }
+                let note =
+                    format!("revision {rev} failed its verification after a rollback: trigger {trigger}: {detail}");
+                self.event(true, "VerificationFailed", note);
+            }
+            (
+                purpose @ (Purpose::Rollout | Purpose::Guard),
+                Decision::Rollback {
+                    trigger,
+                    value,
+                    threshold,
+                    detail,
+                },
+            ) => {
+                // A canary returns to stable; a guarded stable revision to the previous one.
+                let (to, how) = match purpose {
+                    Purpose::Rollout if rev == self.target => (self.stable.filter(|s| *s != rev), "rolled back"),
+                    Purpose::Guard if self.stable == Some(rev) => {
+                        (self.previous_of(rev), "rolled back within its guard window")
+                    }
+                    _ => (None, ""),
+                };
+                let Some(to) = to else {
+                    return;
+                };
+                let why = format!("{how} by trigger {trigger}: {detail}");
+                self.set_phase(rev, RevisionPhase::RolledBack, Some(why.clone()));
+                self.event(true, "MetricRollback", format!("revision {rev} {why}"));
+                self.start_rollback(rev, to, RollbackTrigger::Metric, &trigger);
+                if let Some(r) = self.last_rollback.as_mut() {
+                    r.value = value;
+                    r.threshold = threshold;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A verification whose window ended without a Critical breach has Passed.
+    pub(super) fn end_verification(&mut self) {
+        let window = self
+            .policy()
+            .map(|p| p.verification.window.clone())
+            .unwrap_or_else(|| crate::api::VerificationSpec::default().window);
+        let now = self.now;
+        let Some(r) = self.last_rollback.as_mut() else {
+            return;
+        };
+        let Some(completed) = r.completed_at.as_ref().map(|t| t.0) else {
+            return;
+        };
+        if r.verification != Some(Verification::Pending) {
+            return;
+        }
+        let ends = completed.checked_add(window.signed()).unwrap_or(completed);
+        if now < ends {
+            self.verification_requeue = Some(now.duration_until(ends).unsigned_abs() + Duration::from_millis(500));
+            return;
+        }
+        r.verification = Some(Verification::Passed);
+        let note = format!(
+            "revision {} stayed healthy for the verification window ({window}) after the rollback",
+            r.to_revision
+        );
+        self.event(false, "VerificationPassed", note);
+    }
+}

@@ -1,0 +1,288 @@
+//! The planner: what it reads (the ModelDeployment, what was observed) and what it builds
+//! up in one reconcile, with the small questions every concern asks (is a revision available,
+//! held, rolling out).
+//!
+//! State lives in the ModelDeployment status (stable revision, history phases, a pending
+//! rollback in `lastRollback`) and in the cluster (ControllerRevisions, Deployments,
+//! Services), so a restarted operator picks up where the last one stopped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::annotations::Promote;
+use super::gradual::GradualTraffic;
+use super::{CanaryStepState, Judged, Observed, Plan, PlannedEvent, PolicyObservation};
+use crate::api::{
+    ModelDeployment, Phase, RevisionPhase, RevisionRecord, RollbackMode, RollbackPolicySpec, RollbackRecord,
+    RollbackSpec,
+};
+use crate::conditions::stamp;
+use crate::revision::{self, Snapshot};
+
+/// Restored by a rollback: the history reason that keeps a revision out of the guard window.
+pub(super) const RESTORED: &str = "restored by a rollback";
+
+/// Decides what the world should look like for `md`, given what was observed.
+///
+/// Worked example (blue/green, autoPromote): stable r1, the spec now hashes to something new.
+/// The plan records r2, asks for Deployment `<name>-r2` at `replicas`, points the preview
+/// Service at r2 and keeps the stable Service on r1 (phase Progressing). Once r2 is
+/// Available, the next plan points the stable Service at r2, marks r1 Superseded and keeps
+/// it warm (phase Healthy).
+pub fn plan(md: &ModelDeployment, obs: &Observed) -> Plan {
+    let mut p = Planner::new(md, obs);
+    p.handle_annotations();
+    p.act_on_metrics();
+    p.end_verification();
+    if !p.complete_pending_rollback() {
+        p.progress();
+    }
+    p.finish()
+}
+
+/// Which revision the policy's triggers should judge now, and why; None when there is no
+/// policy with triggers or nothing to judge. The controller queries for this revision before
+/// planning.
+///
+/// In order: the target of a gradual rollback under way; a canary (or blue/green preview)
+/// being rolled out; the revision a rollback restored, until its verification ends; the new
+/// stable revision within `guardWindow` after its promotion (when there is a previous one).
+pub fn judged(md: &ModelDeployment, obs: &Observed) -> Option<Judged> {
+    let policy = match &obs.policy {
+        Some(PolicyObservation::Found(p)) if !p.triggers.is_empty() && p.provider.is_some() => p,
+        _ => return None,
+    };
+    Planner::new(md, obs).judged(policy)
+}
+
+pub(super) struct Planner<'a> {
+    pub(super) md: &'a ModelDeployment,
+    pub(super) obs: &'a Observed,
+    pub(super) now: Timestamp,
+    pub(super) replicas: i32,
+    pub(super) snapshots: BTreeMap<i64, Snapshot>,
+    pub(super) history: BTreeMap<i64, RevisionRecord>,
+    pub(super) new_revision: Option<(i64, Snapshot)>,
+    pub(super) target: i64,
+    pub(super) stable: Option<i64>,
+    pub(super) last_rollback: Option<RollbackRecord>,
+    pub(super) phase: Phase,
+    pub(super) message: String,
+    pub(super) stalled_reason: &'static str,
+    pub(super) events: Vec<PlannedEvent>,
+    pub(super) consume: Vec<&'static str>,
+    pub(super) annotation_condition: Option<(bool, &'static str, String)>,
+    pub(super) promote_requested: Option<Promote>,
+    pub(super) reset_progress: BTreeSet<i64>,
+    pub(super) requeue_after: Option<Duration>,
+    /// Desired canary weight on the route object while a canary runs.
+    pub(super) canary_weight: Option<i32>,
+    /// The canary step to persist on the canary Deployment.
+    pub(super) canary_step: Option<CanaryStepState>,
+    /// How rollbacks run (the referenced RollbackPolicy's `rollback`, or the defaults).
+    pub(super) rollback_spec: RollbackSpec,
+    /// Set while a gradual rollback holds traffic on the revision being left.
+    pub(super) gradual: Option<GradualTraffic>,
+    /// `rollguard.dev/abort` during a gradual rollback: finish it at once.
+    pub(super) finish_gradual_now: bool,
+    /// The policy's triggers say hold (metrics unavailable): nothing advances.
+    pub(super) metrics_hold: Option<String>,
+    /// The policy's triggers judge the target of a gradual rollback unhealthy.
+    pub(super) gradual_unhealthy: Option<String>,
+    /// When an open verification window ends.
+    pub(super) verification_requeue: Option<Duration>,
+}
+
+impl<'a> Planner<'a> {
+    pub(super) fn new(md: &'a ModelDeployment, obs: &'a Observed) -> Self {
+        let status = md.status.clone().unwrap_or_default();
+        let now = obs.now;
+        let spec_snapshot = Snapshot::of(&md.spec);
+        let spec_hash = spec_snapshot.hash();
+        let mut snapshots: BTreeMap<i64, Snapshot> =
+            obs.revisions.iter().map(|r| (r.number, r.snapshot.clone())).collect();
+        let existing = obs
+            .revisions
+            .iter()
+            .filter(|r| r.hash == spec_hash)
+            .map(|r| r.number)
+            .max();
+        let mut events = Vec::new();
+        let mut new_revision = None;
+        let target = match existing {
+            Some(n) => n,
+            None => {
+                let known = snapshots
+                    .keys()
+                    .copied()
+                    .chain(status.history.iter().map(|h| h.revision))
+                    .chain(status.current_revision)
+                    .chain(status.stable_revision)
+                    .chain(obs.deployments.keys().copied());
+                let n = revision::next_revision_number(known);
+                snapshots.insert(n, spec_snapshot.clone());
+                new_revision = Some((n, spec_snapshot.clone()));
+                events.push(PlannedEvent {
+                    warning: false,
+                    reason: "RevisionCreated",
+                    note: format!("revision {n} (version {}) created", spec_snapshot.model.version),
+                });
+                n
+            }
+        };
+        // History: what status says, for revisions that still exist, plus any revision found
+        // in the cluster but missing from status (a status write lost to a restart).
+        let mut history: BTreeMap<i64, RevisionRecord> = status
+            .history
+            .iter()
+            .filter(|h| snapshots.contains_key(&h.revision))
+            .map(|h| (h.revision, h.clone()))
+            .collect();
+        let name = md.metadata.name.clone().unwrap_or_default();
+        for (n, snap) in &snapshots {
+            history.entry(*n).or_insert_with(|| RevisionRecord {
+                revision: *n,
+                version: snap.model.version.clone(),
+                model_uri: snap.model.uri.clone(),
+                hash: snap.hash(),
+                deployment: deployment_name(&name, *n),
+                phase: if *n == target {
+                    RevisionPhase::Progressing
+                } else {
+                    RevisionPhase::Superseded
+                },
+                created_at: Some(stamp(now)),
+                promoted_at: None,
+                rolled_back_at: None,
+                reason: None,
+            });
+        }
+        // A rollout the spec moved away from before it finished is over: that revision is
+        // Superseded, so it is neither rolled out again nor counted as in progress.
+        for h in history.values_mut() {
+            if h.revision != target && h.phase == RevisionPhase::Progressing {
+                h.phase = RevisionPhase::Superseded;
+                h.reason = Some(format!("replaced by revision {target} before it was promoted"));
+            }
+        }
+        // The stable revision: status, else what the stable Service selects.
+        let stable = status
+            .stable_revision
+            .or(obs.stable_service.map(|s| s.revision))
+            .filter(|s| snapshots.contains_key(s) || obs.deployments.contains_key(s));
+        Planner {
+            md,
+            obs,
+            now,
+            replicas: md.spec.replicas,
+            snapshots,
+            history,
+            new_revision,
+            target,
+            stable,
+            last_rollback: status.last_rollback.clone(),
+            phase: Phase::Progressing,
+            message: String::new(),
+            stalled_reason: "",
+            events,
+            consume: Vec::new(),
+            annotation_condition: None,
+            promote_requested: None,
+            reset_progress: BTreeSet::new(),
+            requeue_after: None,
+            canary_weight: None,
+            canary_step: None,
+            rollback_spec: match &obs.policy {
+                Some(PolicyObservation::Found(p)) => p.rollback.clone(),
+                _ => RollbackSpec::default(),
+            },
+            gradual: None,
+            finish_gradual_now: false,
+            metrics_hold: None,
+            gradual_unhealthy: None,
+            verification_requeue: None,
+        }
+    }
+
+    pub(super) fn policy(&self) -> Option<&'a RollbackPolicySpec> {
+        match &self.obs.policy {
+            Some(PolicyObservation::Found(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    pub(super) fn event(&mut self, warning: bool, reason: &'static str, note: String) {
+        self.events.push(PlannedEvent { warning, reason, note });
+    }
+
+    pub(super) fn version_of(&self, rev: i64) -> String {
+        self.snapshots
+            .get(&rev)
+            .map(|s| s.model.version.clone())
+            .unwrap_or_else(|| "?".into())
+    }
+
+    pub(super) fn phase_of(&self, rev: i64) -> Option<RevisionPhase> {
+        self.history.get(&rev).map(|h| h.phase)
+    }
+
+    pub(super) fn set_phase(&mut self, rev: i64, phase: RevisionPhase, reason: Option<String>) {
+        let now = stamp(self.now);
+        if let Some(h) = self.history.get_mut(&rev) {
+            h.phase = phase;
+            match phase {
+                RevisionPhase::Stable => h.promoted_at = Some(now),
+                RevisionPhase::RolledBack | RevisionPhase::Failed => h.rolled_back_at = Some(now),
+                _ => {}
+            }
+            if reason.is_some() {
+                h.reason = reason;
+            }
+        }
+    }
+
+    pub(super) fn held(&self, rev: i64) -> bool {
+        matches!(
+            self.phase_of(rev),
+            Some(RevisionPhase::RolledBack | RevisionPhase::Failed)
+        )
+    }
+
+    /// A rollout of the spec's revision towards stable is under way.
+    pub(super) fn rolling_out(&self) -> bool {
+        self.stable.is_some_and(|s| s != self.target) && self.phase_of(self.target) == Some(RevisionPhase::Progressing)
+    }
+
+    pub(super) fn gradual_in_flight(&self) -> bool {
+        self.last_rollback
+            .as_ref()
+            .is_some_and(|r| r.completed_at.is_none() && r.mode == RollbackMode::Gradual)
+    }
+
+    pub(super) fn pending_rollback(&self) -> Option<i64> {
+        self.last_rollback
+            .as_ref()
+            .filter(|r| r.completed_at.is_none())
+            .map(|r| r.to_revision)
+    }
+
+    /// Ready for traffic: the Deployment is up to date and all its replicas are available.
+    pub(super) fn available(&self, rev: i64) -> bool {
+        self.obs
+            .deployments
+            .get(&rev)
+            .is_some_and(|d| d.available && d.replicas >= self.replicas)
+    }
+
+    pub(super) fn readiness(&self, rev: i64) -> String {
+        let ready = self.obs.deployments.get(&rev).map(|d| d.ready_replicas).unwrap_or(0);
+        format!("{ready}/{} replicas ready", self.replicas)
+    }
+}
+
+/// The Deployment (and ControllerRevision) name of a revision: `<name>-r<N>`.
+pub fn deployment_name(name: &str, revision: i64) -> String {
+    format!("{name}-r{revision}")
+}

@@ -1,0 +1,218 @@
+//! The step engine: a schedule of weights and holds, walked as far as the route, the clock
+//! and the gate allow in one reconcile. Pure; the strategies feed it and word its outcome.
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::CanaryStepState;
+
+/// One step of a schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Send this percentage of traffic to the revision being moved to; done once the route
+    /// reads it back.
+    Weight(i32),
+    /// Hold where traffic is: for this long, or (None) until promoted.
+    Hold(Option<SignedDuration>),
+}
+
+/// What may move a schedule on besides the clock and the route.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gate {
+    /// `spec.paused`: no step is taken, no hold ends.
+    pub paused: bool,
+    /// A promotion was asked for: it ends one open-ended hold.
+    pub promote: bool,
+}
+
+/// Where a walk of the schedule stopped in this reconcile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Write `weight` and wait for the route to read it back, at step `at`.
+    SetWeight {
+        /// The step.
+        at: CanaryStepState,
+        /// The weight to write.
+        weight: i32,
+    },
+    /// `spec.paused` keeps the weight of step `at` from being written.
+    Paused {
+        /// The step.
+        at: CanaryStepState,
+    },
+    /// Holding at step `at`: until `until` (None: until promoted); `paused` when
+    /// `spec.paused` keeps a hold whose time is up from ending.
+    Hold {
+        /// The step.
+        at: CanaryStepState,
+        /// When the hold ends; None for an open-ended one.
+        until: Option<Timestamp>,
+        /// Whether `spec.paused` holds it.
+        paused: bool,
+    },
+    /// Every step is done.
+    Done,
+}
+
+/// The result of [`advance`]: where it stopped, and which hold the promotion ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Advance {
+    /// Where it stopped.
+    pub outcome: Outcome,
+    /// The index of the open-ended hold the gate's promotion ended (the request is handled).
+    pub promoted: Option<i32>,
+}
+
+/// Walks `steps` from `state` (the step being run and when it started) as far as it can at
+/// `now`: a weight step is done once the route reads its weight (`observed_weight`), a timed
+/// hold once its time is up, an open-ended hold once promoted (one promotion ends one hold).
+/// Each step that is done starts the next one at `now`.
+///
+/// Worked examples (steps `[Weight 10, Hold 5m, Weight 50, Hold ∞]`, started at t0):
+///
+/// | state (index, since) | route | now      | gate     | outcome                          |
+/// |----------------------|-------|----------|----------|----------------------------------|
+/// | (0, t0)              | 0     | t0       |          | SetWeight 10 at (0, t0)          |
+/// | (0, t0)              | 10    | t0+1s    |          | Hold until t0+5m1s at (1, t0+1s) |
+/// | (1, t0+1s)           | 10    | t0+5m1s  |          | SetWeight 50 at (2, t0+5m1s)     |
+/// | (1, t0+1s)           | 10    | t0+5m1s  | paused   | Hold (paused) until t0+5m1s      |
+/// | (2, t0)              | 50    | t0       |          | Hold until promoted at (3, t0)   |
+/// | (3, t0)              | 50    | t0       | promote  | Done, step 3 promoted            |
+/// | (0, t0)              | 0     | t0       | paused   | Paused at (0, t0)                |
+pub fn advance(
+    steps: &[Step],
+    state: CanaryStepState,
+    observed_weight: Option<i32>,
+    now: Timestamp,
+    gate: Gate,
+) -> Advance {
+    let mut at = state;
+    let mut promoted = None;
+    let next = |at: CanaryStepState| CanaryStepState {
+        index: at.index.saturating_add(1),
+        started_at: now,
+    };
+    while let Some(step) = usize::try_from(at.index).ok().and_then(|i| steps.get(i)) {
+        let outcome = match *step {
+            Step::Weight(weight) if observed_weight == Some(weight) => {
+                at = next(at);
+                continue;
+            }
+            Step::Weight(_) if gate.paused => Outcome::Paused { at },
+            Step::Weight(weight) => Outcome::SetWeight { at, weight },
+            Step::Hold(Some(duration)) => {
+                let until = at.started_at.checked_add(duration).unwrap_or(at.started_at);
+                if now >= until && !gate.paused {
+                    at = next(at);
+                    continue;
+                }
+                Outcome::Hold {
+                    at,
+                    until: Some(until),
+                    paused: gate.paused,
+                }
+            }
+            Step::Hold(None) if gate.promote && !gate.paused && promoted.is_none() => {
+                promoted = Some(at.index);
+                at = next(at);
+                continue;
+            }
+            Step::Hold(None) => Outcome::Hold {
+                at,
+                until: None,
+                paused: gate.paused,
+            },
+        };
+        return Advance { outcome, promoted };
+    }
+    Advance {
+        outcome: Outcome::Done,
+        promoted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_795_000_000 + secs).expect("time")
+    }
+
+    fn at(index: i32, since: i64) -> CanaryStepState {
+        CanaryStepState {
+            index,
+            started_at: t(since),
+        }
+    }
+
+    /// State, route weight, now (seconds after t0), gate; the outcome and the promoted step.
+    type Row = (CanaryStepState, Option<i32>, i64, Gate, Outcome, Option<i32>);
+
+    /// The worked examples of [`advance`]'s doc comment, row by row.
+    #[test]
+    fn the_worked_examples_hold() {
+        let steps = [
+            Step::Weight(10),
+            Step::Hold(Some(SignedDuration::from_mins(5))),
+            Step::Weight(50),
+            Step::Hold(None),
+        ];
+        let none = Gate::default();
+        let paused = Gate {
+            paused: true,
+            promote: false,
+        };
+        let promote = Gate {
+            paused: false,
+            promote: true,
+        };
+        let five_min_one = 301;
+        #[rustfmt::skip]
+        let table: [Row; 7] = [
+            (at(0, 0), Some(0), 0, none, Outcome::SetWeight { at: at(0, 0), weight: 10 }, None),
+            (at(0, 0), Some(10), 1, none, Outcome::Hold { at: at(1, 1), until: Some(t(five_min_one)), paused: false }, None),
+            (at(1, 1), Some(10), five_min_one, none, Outcome::SetWeight { at: at(2, five_min_one), weight: 50 }, None),
+            (at(1, 1), Some(10), five_min_one, paused, Outcome::Hold { at: at(1, 1), until: Some(t(five_min_one)), paused: true }, None),
+            (at(2, 0), Some(50), 0, none, Outcome::Hold { at: at(3, 0), until: None, paused: false }, None),
+            (at(3, 0), Some(50), 0, promote, Outcome::Done, Some(3)),
+            (at(0, 0), Some(0), 0, paused, Outcome::Paused { at: at(0, 0) }, None),
+        ];
+        for (i, (state, route, now, gate, outcome, promoted)) in table.into_iter().enumerate() {
+            let got = advance(&steps, state, route, t(now), gate);
+            assert_eq!(got, Advance { outcome, promoted }, "row {i}");
+        }
+    }
+
+    #[test]
+    fn one_promotion_ends_one_open_ended_hold() {
+        let steps = [Step::Hold(None), Step::Hold(None)];
+        let gate = Gate {
+            paused: false,
+            promote: true,
+        };
+        let got = advance(&steps, at(0, 0), None, t(5), gate);
+        assert_eq!(
+            got,
+            Advance {
+                outcome: Outcome::Hold {
+                    at: at(1, 5),
+                    until: None,
+                    paused: false
+                },
+                promoted: Some(0)
+            }
+        );
+    }
+
+    #[test]
+    fn an_unread_route_never_completes_a_weight_step() {
+        let got = advance(&[Step::Weight(0)], at(0, 0), None, t(0), Gate::default());
+        assert_eq!(
+            got.outcome,
+            Outcome::SetWeight {
+                at: at(0, 0),
+                weight: 0
+            }
+        );
+    }
+}
