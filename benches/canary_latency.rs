@@ -24,7 +24,6 @@ use support::*;
 
 fn report(name: &str, mut samples: Vec<Duration>) {
     samples.sort();
-    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
     println!(
         "  {name}: runs {}  p50 {}  p99 {}  min {}  max {}",
         samples.len(),
@@ -61,11 +60,7 @@ async fn time_until_weight(apis: &Apis, routes: &Api<DynamicObject>, key: &str, 
 
 #[tokio::main]
 async fn main() {
-    let runs: usize = std::env::var("ROLLGUARD_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
-        .clamp(10, 30);
+    let runs = runs_from_env("ROLLGUARD_BENCH_RUNS", 20, 10, 30);
     let cluster = cluster().await;
     apply_router_crds(&cluster.client).await;
     let ns = TestNamespace::create(&cluster.client, "bench-canary").await;

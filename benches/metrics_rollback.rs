@@ -29,11 +29,7 @@ const ERROR_RATE: &str = r#"sum(rate(http_requests_total{namespace="{{namespace}
 
 #[tokio::main]
 async fn main() {
-    let runs: i64 = std::env::var("ROLLGUARD_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12)
-        .clamp(10, 30);
+    let runs = runs_from_env("ROLLGUARD_BENCH_RUNS", 12, 10, 30) as i64;
     let cluster = cluster().await;
     apply_router_crds(&cluster.client).await;
     let ns = TestNamespace::create(&cluster.client, "bench-metrics").await;

@@ -12,17 +12,9 @@ use std::time::Duration;
 use serde_json::json;
 use support::*;
 
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
 #[tokio::main]
 async fn main() {
-    let runs: usize = std::env::var("ROLLGUARD_BENCH_ROLLBACKS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(25)
-        .max(20);
+    let runs = runs_from_env("ROLLGUARD_BENCH_ROLLBACKS", 25, 20, 1000);
     let cluster = cluster().await;
     let ns = TestNamespace::create(&cluster.client, "bench-rollback").await;
     let apis = Apis::new(&cluster.client, &ns.name);

@@ -14,17 +14,9 @@ use std::time::Duration;
 use support::slow_provider::{Answer, GuardedRollback};
 use support::*;
 
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
 #[tokio::main]
 async fn main() {
-    let runs: usize = std::env::var("ROLLGUARD_BENCH_SLOW_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
-        .max(1);
+    let runs = runs_from_env("ROLLGUARD_BENCH_SLOW_RUNS", 5, 1, 1000);
     let cases = [
         ("healthy", "5s", Answer::Now),
         ("hanging (timeout 5s)", "5s", Answer::Hang),

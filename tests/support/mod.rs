@@ -149,6 +149,21 @@ pub fn parse_yaml_documents(text: &str) -> Result<Vec<serde_json::Value>, serde_
     Ok(out)
 }
 
+/// A duration in milliseconds with one decimal, for benchmark output.
+pub fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// How many runs a benchmark makes: the environment variable `var`, else `default`, kept
+/// within `min..=max`.
+pub fn runs_from_env(var: &str, default: usize, min: usize, max: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+        .clamp(min, max)
+}
+
 /// Polls `f` every 100 ms until it returns Some, or `timeout` passes.
 pub async fn wait_for<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
 where
