@@ -1,0 +1,175 @@
+//! Gradual rollbacks.
+
+use super::*;
+
+/// Steps until the route carries `weight`, returning the seconds it took.
+fn seconds_until_weight(w: &mut World, weight: i32) -> i64 {
+    let start = w.now;
+    for _ in 0..100 {
+        if w.route == Some(weight) {
+            return start.duration_until(w.now).as_secs();
+        }
+        w.step();
+    }
+    panic!("the route never carried {weight}: {:?}", w.status().message);
+}
+
+#[test]
+fn gradual_rollback_walks_the_steps_below_the_weight_holding_each() {
+    let mut w = canary_at_60("Pause");
+    w.annotate(ABORT, "true");
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(50), "the first step below 60");
+    assert_eq!(
+        p.canary_service.map(|s| s.revision),
+        Some(2),
+        "the canary keeps its share"
+    );
+    assert_eq!(p.status.phase, Some(Phase::RollingBack));
+    let record = p.status.last_rollback.clone().expect("lastRollback");
+    assert_eq!(record.mode, crate::api::RollbackMode::Gradual);
+    assert_eq!((record.from_revision, record.to_revision), (2, 1));
+    assert!(record.completed_at.is_none());
+    for (from, to) in [(50, 20), (20, 5), (5, 0)] {
+        let p = w.step();
+        assert_eq!(p.status.canary_weight, Some(from));
+        let index = [50, 20, 5, 0].iter().position(|s| *s == from).map(|i| i as i32);
+        assert_eq!(
+            p.deployments.get(&2).and_then(|d| d.rollback_step).map(|s| s.index),
+            index,
+            "the held step is kept on the Deployment being left"
+        );
+        assert_eq!(p.deployments.get(&2).map(|d| d.replicas), Some(2), "still serving");
+        let held = seconds_until_weight(&mut w, to);
+        assert!((60..=70).contains(&held), "{from}% held {held}s before {to}%");
+    }
+    let p = w.step();
+    assert_eq!(p.status.phase, Some(Phase::Degraded));
+    assert_eq!(p.status.stable_revision, Some(1));
+    assert_eq!(p.canary_service.map(|s| s.revision), Some(1));
+    assert_eq!(
+        p.deployments.get(&2).map(|d| d.replicas),
+        Some(0),
+        "left revision scaled down"
+    );
+    let record = p.status.last_rollback.expect("lastRollback");
+    assert_eq!(record.mode, crate::api::RollbackMode::Gradual);
+    assert!(record.completed_at.is_some());
+}
+
+#[test]
+fn gradual_rollback_pauses_while_the_stable_revision_is_unhealthy() {
+    let mut w = canary_at_60("Pause");
+    w.blocked.insert(1);
+    if let Some(d) = w.deployments.get_mut(&1) {
+        d.available = false;
+        d.ready_replicas = 0;
+    }
+    w.annotate(ABORT, "true");
+    let p = w.step();
+    assert_eq!(p.status.phase, Some(Phase::Paused));
+    assert_eq!(p.route_weight, None, "traffic stays");
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.warning && e.reason == "GradualRollbackPaused")
+    );
+    let message = p.status.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("paused at 60%: revision 1 is not healthy (0/2 replicas ready)"),
+        "{message}"
+    );
+    w.advance(600);
+    let p = w.step();
+    assert_eq!(p.route_weight, None, "still paused");
+    assert!(p.events.is_empty(), "one Event per pause: {:?}", p.events);
+    w.blocked.clear();
+    w.step();
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(50), "goes on once stable is healthy");
+}
+
+#[test]
+fn gradual_rollback_with_on_unhealthy_instant_jumps_to_zero() {
+    let mut w = canary_at_60("Instant");
+    w.annotate(ABORT, "true");
+    w.step();
+    assert_eq!(w.route, Some(50));
+    w.step();
+    w.blocked.insert(1);
+    if let Some(d) = w.deployments.get_mut(&1) {
+        d.available = false;
+    }
+    w.advance(60);
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(0), "jumps to 0");
+    assert!(p.events.iter().any(|e| e.reason == "GradualRollbackJumped"));
+    let record = p.status.last_rollback.expect("lastRollback");
+    assert!(record.completed_at.is_some());
+    assert_eq!(record.mode, crate::api::RollbackMode::Gradual);
+}
+
+#[test]
+fn a_manual_gradual_rollback_from_stable_moves_traffic_to_the_canary_service_first() {
+    let mut w = World::new(md(
+        "v1",
+        serde_json::json!({"trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}}}),
+    ));
+    w.policy = Some(gradual_policy("Pause"));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    assert_eq!(w.status().stable_revision, Some(2));
+    w.annotate(ROLLBACK_TO, "1");
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(100), "r2's traffic onto the canary Service");
+    assert_eq!(p.canary_service.map(|s| s.revision), Some(2));
+    assert_eq!(p.stable_service.map(|s| s.revision), Some(2), "stable not moved yet");
+    let p = w.step();
+    assert_eq!(
+        p.stable_service.map(|s| s.revision),
+        Some(1),
+        "then r1 takes the stable Service"
+    );
+    assert_eq!(p.route_weight, None);
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(50));
+    assert_eq!(p.status.canary_revision, Some(2));
+    for weight in [20, 5, 0] {
+        seconds_until_weight(&mut w, weight);
+    }
+    let p = w.step();
+    assert_eq!(p.status.stable_revision, Some(1));
+    assert_eq!(p.status.phase, Some(Phase::Degraded), "the spec still names r2");
+    assert_eq!(w.phase_of(2), Some(RevisionPhase::RolledBack));
+}
+
+#[test]
+fn abort_during_a_gradual_rollback_finishes_it_at_once() {
+    let mut w = canary_at_60("Pause");
+    w.annotate(ABORT, "true");
+    w.step();
+    assert_eq!(w.route, Some(50));
+    w.annotate(ABORT, "true");
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(0));
+    assert!(p.consume.contains(&ABORT));
+    let record = p.status.last_rollback.expect("lastRollback");
+    assert!(record.completed_at.is_some());
+    assert_eq!(record.mode, crate::api::RollbackMode::Instant, "it ended instantly");
+}
+
+#[test]
+fn a_gradual_policy_without_a_router_rolls_back_instantly_and_says_so() {
+    let mut w = World::new(md("v1", serde_json::json!({})));
+    w.policy = Some(gradual_policy("Pause"));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    w.annotate(ROLLBACK_TO, "1");
+    let p = w.step();
+    assert_eq!(p.stable_service.map(|s| s.revision), Some(1));
+    assert!(p.events.iter().any(|e| e.reason == "GradualRollbackUnavailable"));
+    let record = p.status.last_rollback.expect("lastRollback");
+    assert_eq!(record.mode, crate::api::RollbackMode::Instant);
+}

@@ -1,0 +1,80 @@
+//! Instant rollbacks and the requests that start them.
+
+use super::*;
+
+#[test]
+fn rollback_to_previous_on_a_warm_revision_completes_in_one_plan() {
+    let mut w = World::new(md("v1", serde_json::json!({})));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    w.annotate(ROLLBACK_TO, "previous");
+    let p = w.step();
+    assert_eq!(p.status.stable_revision, Some(1));
+    assert_eq!(p.stable_service.map(|s| s.revision), Some(1));
+    assert_eq!(p.consume, vec![ROLLBACK_TO]);
+    assert_eq!(p.status.phase, Some(Phase::Degraded));
+    let r = p.status.last_rollback.clone().expect("lastRollback");
+    assert_eq!(
+        (r.from_revision, r.to_revision, r.trigger),
+        (2, 1, RollbackTrigger::Manual)
+    );
+    assert!(r.completed_at.is_some());
+    assert_eq!(w.phase_of(2), Some(RevisionPhase::RolledBack));
+    // Held: the spec still names r2, which is not deployed again.
+    let p = w.settle();
+    assert_eq!(p.status.stable_revision, Some(1));
+    assert_eq!(p.deployments.get(&2).map(|d| d.replicas), Some(0));
+}
+
+#[test]
+fn rollback_to_a_cold_revision_scales_it_up_before_moving_traffic() {
+    let mut w = World::new(md("v1", serde_json::json!({"warmRevisions": 0})));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    assert_eq!(w.deployments[&1].replicas, 0, "r1 cold");
+    w.blocked.insert(1);
+    w.annotate(ROLLBACK_TO, "1");
+    let p = w.step();
+    assert_eq!(p.status.phase, Some(Phase::RollingBack));
+    assert_eq!(p.stable_service.map(|s| s.revision), Some(2));
+    assert_eq!(p.deployments.get(&1).map(|d| d.replicas), Some(2));
+    w.blocked.clear();
+    w.step();
+    let p = w.step();
+    assert_eq!(p.status.stable_revision, Some(1));
+    assert_eq!(p.stable_service.map(|s| s.revision), Some(1));
+}
+
+#[test]
+fn bad_values_change_nothing_but_the_annotation_condition() {
+    let mut w = World::new(md("v1", serde_json::json!({})));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    let before = w.status();
+    for (key, value) in [
+        (ROLLBACK_TO, "x"),
+        (ROLLBACK_TO, "7"),
+        (ABORT, "no"),
+        (PROMOTE, "soon"),
+        (RETRY, "1"),
+    ] {
+        w.annotate(key, value);
+        let p = w.step();
+        assert_eq!(p.consume, vec![key]);
+        assert!(
+            p.events
+                .iter()
+                .any(|e| e.warning && e.reason == "InvalidAnnotation" && e.note.contains(value))
+        );
+        let s = w.status();
+        assert_eq!(
+            (s.stable_revision, &s.history, &s.last_rollback),
+            (before.stable_revision, &before.history, &before.last_rollback)
+        );
+        let c = crate::conditions::find(&s.conditions, ANNOTATION_ACCEPTED).expect("condition");
+        assert_eq!(c.status, "False");
+    }
+}
