@@ -108,6 +108,42 @@ pub struct ModelDeploymentSpec {
 fn default_replicas() -> i32 {
     1
 }
+impl ModelDeployment {
+    /// A blue/green ModelDeployment `name` serving `version` of Llama 3.1 8B Instruct on vLLM
+    /// with `replicas` pods (history 3, one warm revision, a 600 s progress deadline); `extra`
+    /// is merged into the spec, one level deep. For examples and tests.
+    ///
+    /// ```
+    /// use rollguard::api::ModelDeployment;
+    /// let md = ModelDeployment::example("chat", "v2", 2, serde_json::json!({"paused": true})).unwrap();
+    /// assert_eq!((md.spec.model.version.as_str(), md.spec.replicas, md.spec.paused), ("v2", 2, true));
+    /// assert!(ModelDeployment::example("chat", "v2", 2, serde_json::json!({"replicas": "two"})).is_err());
+    /// ```
+    pub fn example(
+        name: &str,
+        version: &str,
+        replicas: i32,
+        extra: serde_json::Value,
+    ) -> Result<ModelDeployment, serde_json::Error> {
+        let mut spec = serde_json::json!({
+            "model": {"name": "llama-3.1-8b-instruct", "version": version, "uri": "hf://meta-llama/Llama-3.1-8B-Instruct"},
+            "replicas": replicas,
+            "template": {"spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.0"}]}},
+            "strategy": {"blueGreen": {"autoPromote": true}},
+            "revisionHistoryLimit": 3,
+            "warmRevisions": 1,
+            "progressDeadlineSeconds": 600
+        });
+        if let (Some(obj), serde_json::Value::Object(extra)) = (spec.as_object_mut(), extra) {
+            obj.extend(extra);
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "rollguard.dev/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": name}, "spec": spec
+        }))
+    }
+}
+
 fn default_port() -> i32 {
     8000
 }

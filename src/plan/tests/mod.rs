@@ -9,22 +9,14 @@ use super::*;
 use crate::api::annotations::{ABORT, PROMOTE, RETRY, ROLLBACK_TO};
 use crate::api::{ModelDeployment, Phase, RevisionPhase, RollbackTrigger};
 
+/// The shared example ModelDeployment `chat` (2 replicas) in namespace `llm`, as the API
+/// server would hand it over (generation and uid set).
 fn md(version: &str, extra: serde_json::Value) -> ModelDeployment {
-    let mut spec = serde_json::json!({
-        "model": {"name": "llama", "version": version},
-        "replicas": 2, "port": 8000,
-        "template": {"spec": {"containers": [{"name": "s", "image": "vllm"}]}},
-        "strategy": {"blueGreen": {"autoPromote": true}},
-        "revisionHistoryLimit": 3, "warmRevisions": 1, "progressDeadlineSeconds": 600
-    });
-    if let (Some(obj), serde_json::Value::Object(extra)) = (spec.as_object_mut(), extra) {
-        obj.extend(extra);
-    }
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "rollguard.dev/v1alpha1", "kind": "ModelDeployment",
-        "metadata": {"name": "chat", "namespace": "llm", "generation": 1, "uid": "u"}, "spec": spec
-    }))
-    .expect("valid ModelDeployment")
+    let mut md = ModelDeployment::example("chat", version, 2, extra).expect("valid ModelDeployment");
+    md.metadata.namespace = Some("llm".into());
+    md.metadata.generation = Some(1);
+    md.metadata.uid = Some("u".into());
+    md
 }
 
 /// A tiny cluster: applies plans the way the controller does, and makes Deployments
