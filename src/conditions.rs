@@ -29,7 +29,7 @@ pub mod reasons {
 }
 
 /// `"True"`, `"False"` or `"Unknown"`.
-pub fn status_str(value: Option<bool>) -> &'static str {
+fn status_str(value: Option<bool>) -> &'static str {
     match value {
         Some(true) => "True",
         Some(false) => "False",

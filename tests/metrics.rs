@@ -208,9 +208,12 @@ async fn prometheus_stopped_mid_canary_holds_and_the_rollout_goes_on_once_it_is_
 
     s.prometheus.restart().await;
     wait_weight(&s.apis, 60).await;
-    let md = s.apis.md.get("chat").await.expect("md");
-    let (st, _, _) = condition(&md, "MetricsAvailable").expect("condition");
-    assert_eq!(st, "True");
+    // The route is written before the status of the same reconcile: wait for the status.
+    s.apis
+        .wait_md("chat", "MetricsAvailable=True once Prometheus is back", SECS_60, |md| {
+            condition(md, "MetricsAvailable").is_some_and(|(st, _, _)| st == "True")
+        })
+        .await;
 }
 
 #[tokio::test]

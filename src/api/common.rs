@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 /// The pattern of a Go-style duration as rollguard accepts it: one or more
 /// `<number><unit>` groups, units `ms`, `s`, `m`, `h`, no sign (so never negative).
 /// Examples: `30s`, `5m`, `1h30m`, `1.5s`, `250ms`.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 
 /// A Go-style duration such as `30s`, `5m` or `1h30m`, parsed once when the object is read
 /// (by kube's `metav1.Duration` parser) and kept with the text the user wrote.

@@ -15,8 +15,6 @@ pub use rollback_policy::*;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-/// The API group of every rollguard resource.
-pub const GROUP: &str = "rollguard.dev";
 /// The API version served and stored.
 pub const VERSION: &str = "v1alpha1";
 

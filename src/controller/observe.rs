@@ -134,7 +134,7 @@ pub fn router_for(client: &Client, owner: &Owner, routing: &TrafficRouting) -> O
 }
 
 /// Whether a Deployment is up to date with all desired replicas available.
-pub fn observe_deployment(d: &Deployment) -> ObservedDeployment {
+fn observe_deployment(d: &Deployment) -> ObservedDeployment {
     let replicas = d.spec.replicas.unwrap_or(1);
     let status = d.status.clone().unwrap_or_default();
     let current = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);

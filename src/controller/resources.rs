@@ -30,7 +30,7 @@ pub fn revision_object_name(name: &str, revision: i64) -> String {
 }
 
 /// The selector labels of a revision's pods.
-pub fn revision_labels(name: &str, revision: i64) -> BTreeMap<String, String> {
+fn revision_labels(name: &str, revision: i64) -> BTreeMap<String, String> {
     [
         (labels::MODEL_DEPLOYMENT.to_string(), name.to_string()),
         (labels::REVISION.to_string(), revision.to_string()),

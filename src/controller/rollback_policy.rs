@@ -15,10 +15,10 @@ use crate::conditions::{self, Desired, types};
 /// The reason of `Valid=True`.
 pub const VALID: &str = "Valid";
 /// The reason of `Valid=False` when a trigger's query cannot be built.
-pub const INVALID_QUERY: &str = "InvalidQuery";
+const INVALID_QUERY: &str = "InvalidQuery";
 
 /// The status a policy should have, given the ModelDeployments that reference it. Pure.
-pub fn desired_status(policy: &RollbackPolicy, users: Vec<String>, now: &Time) -> RollbackPolicyStatus {
+fn desired_status(policy: &RollbackPolicy, users: Vec<String>, now: &Time) -> RollbackPolicyStatus {
     let generation = policy.metadata.generation.unwrap_or(0);
     let current = policy.status.clone().unwrap_or_default();
     let valid = match crate::metrics::query::validate(&policy.spec) {

@@ -1,4 +1,7 @@
 //! The canary steps: set a weight, hold for a time or until promoted.
+//!
+//! The strategy says what it wants ([`CanaryIntent`], from the step engine's outcome) and the
+//! planner follows it; the strategy itself reads the planner and changes nothing.
 
 use std::time::Duration;
 
@@ -7,6 +10,39 @@ use super::planner::Planner;
 use super::steps::{Gate, Outcome, Step, advance};
 use super::{CanaryStepState, RouteObservation};
 use crate::api::{CanaryStep, Phase};
+
+/// What the canary strategy wants from this reconcile.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct CanaryIntent {
+    /// The phase of the ModelDeployment.
+    pub(super) phase: Phase,
+    /// The message.
+    pub(super) message: String,
+    /// The canary weight to write (None: leave it).
+    pub(super) weight: Option<i32>,
+    /// The step to persist on the canary Deployment (None once every step is done).
+    pub(super) step: Option<CanaryStepState>,
+    /// When to look again.
+    pub(super) requeue: Option<Duration>,
+    /// A `promote` request this reconcile handled, with what `AnnotationAccepted` says.
+    pub(super) promoted: Option<String>,
+    /// Every step is done: the revision becomes stable.
+    pub(super) done: bool,
+}
+
+impl CanaryIntent {
+    fn at(step: CanaryStepState, phase: Phase, message: String) -> Self {
+        CanaryIntent {
+            phase,
+            message,
+            weight: None,
+            step: Some(step),
+            requeue: None,
+            promoted: None,
+            done: false,
+        }
+    }
+}
 
 impl Planner<'_> {
     /// Runs the canary steps of `t` (Available) against the stable revision: one reconcile moves as far
@@ -17,6 +53,30 @@ impl Planner<'_> {
     /// until 5m have passed; step 2 asks for 100; once read back, the steps are done: the
     /// stable Service moves to `t`, the weights return to 100/0 on stable and `t` is promoted.
     pub(super) fn run_canary_steps(&mut self, t: i64, steps: &[CanaryStep]) {
+        let intent = self.canary_intent(t, steps);
+        if let Some(note) = &intent.promoted {
+            self.consume.push(crate::api::annotations::PROMOTE);
+            self.annotation_condition = Some((true, "Handled", note.clone()));
+        }
+        self.canary_step = intent.step;
+        if intent.weight.is_some() {
+            self.canary_weight = intent.weight;
+        }
+        if intent.requeue.is_some() {
+            self.requeue_after = intent.requeue;
+        }
+        if intent.done {
+            let version = self.version_of(t);
+            self.promote(t, "canary steps completed");
+            self.message = format!("revision {t} (version {version}) serves all traffic");
+        } else {
+            self.message = intent.message;
+        }
+        self.phase = intent.phase;
+    }
+
+    /// What the canary steps of `t` want now. Reads the planner, changes nothing.
+    fn canary_intent(&self, t: i64, steps: &[CanaryStep]) -> CanaryIntent {
         let total = steps.len();
         let observed_step = self.obs.deployments.get(&t).and_then(|d| d.canary_step);
         let mut state = observed_step.unwrap_or(CanaryStepState {
@@ -27,23 +87,27 @@ impl Planner<'_> {
             Some(RouteObservation::Weights(w)) => Some(w.canary),
             _ => None,
         };
+        let at = current.unwrap_or(0);
         if let Some(RouteObservation::Fault { message, .. }) = &self.obs.route {
-            self.canary_step = Some(state);
-            self.phase = Phase::Progressing;
-            self.message = format!("canary revision {t} waits: {message}");
-            return;
+            return CanaryIntent::at(
+                state,
+                Phase::Progressing,
+                format!("canary revision {t} waits: {message}"),
+            );
         }
         if let Some(reason) = &self.metrics_hold {
-            let at = current.unwrap_or(0);
-            self.canary_step = Some(state);
-            self.message = format!("canary revision {t} at {at}% holds: metrics unavailable ({reason})");
-            return;
+            // The phase stays as it is: holding is not a step of the rollout.
+            return CanaryIntent::at(
+                state,
+                self.phase,
+                format!("canary revision {t} at {at}% holds: metrics unavailable ({reason})"),
+            );
         }
+        let mut promoted = None;
         if self.promote_requested == Some(Promote::Full) {
-            self.consume.push(crate::api::annotations::PROMOTE);
-            self.annotation_condition = Some((true, "Handled", format!("promoted revision {t} fully")));
+            promoted = Some(format!("promoted revision {t} fully"));
             state = CanaryStepState {
-                index: total as i32,
+                index: i32::try_from(total).unwrap_or(i32::MAX),
                 started_at: self.now,
             };
         }
@@ -57,63 +121,68 @@ impl Planner<'_> {
         let gate = Gate {
             paused: self.md.spec.paused,
             promote: self.promote_requested == Some(Promote::Step),
+            blocked: false,
         };
         let advanced = advance(&schedule, state, current, self.now, gate);
-        let label = |s: CanaryStepState| format!("step {} of {total}", s.index + 1);
+        let label = |index: i32| format!("step {} of {total}", index + 1);
         if let Some(index) = advanced.promoted {
-            self.consume.push(crate::api::annotations::PROMOTE);
-            let step = label(CanaryStepState {
-                index,
-                started_at: self.now,
-            });
-            self.annotation_condition = Some((true, "Handled", format!("{step} promoted")));
+            promoted = Some(format!("{} promoted", label(index)));
         }
-        let at = current.unwrap_or(0);
-        match advanced.outcome {
-            Outcome::SetWeight { at: step, weight } => {
-                self.canary_weight = Some(weight);
-                self.phase = Phase::Progressing;
-                self.message = format!("canary revision {t} at {at}%, setting {weight}% ({})", label(step));
-                self.requeue_after = Some(Duration::from_millis(200));
-                self.canary_step = Some(step);
-            }
-            Outcome::Paused { at: step } => {
-                self.phase = Phase::Paused;
-                self.message = format!("canary revision {t} at {at}% ({}); spec.paused is true", label(step));
-                self.canary_step = Some(step);
-            }
+        let mut intent = match advanced.outcome {
+            Outcome::SetWeight { at: step, weight } => CanaryIntent {
+                weight: Some(weight),
+                requeue: Some(Duration::from_millis(200)),
+                ..CanaryIntent::at(
+                    step,
+                    Phase::Progressing,
+                    format!(
+                        "canary revision {t} at {at}%, setting {weight}% ({})",
+                        label(step.index)
+                    ),
+                )
+            },
+            Outcome::Paused { at: step } | Outcome::Blocked { at: step } => CanaryIntent::at(
+                step,
+                Phase::Paused,
+                format!(
+                    "canary revision {t} at {at}% ({}); spec.paused is true",
+                    label(step.index)
+                ),
+            ),
             Outcome::Hold {
                 at: step,
                 until: Some(ends),
                 ..
-            } => {
-                if self.now < ends {
-                    let left = self.now.duration_until(ends).unsigned_abs();
-                    self.requeue_after = Some(left + Duration::from_millis(200));
-                }
-                self.phase = Phase::Paused;
-                self.message = format!("canary revision {t} at {at}% ({}), paused until {ends}", label(step));
-                self.canary_step = Some(step);
-            }
+            } => CanaryIntent {
+                requeue: (self.now < ends)
+                    .then(|| self.now.duration_until(ends).unsigned_abs() + Duration::from_millis(200)),
+                ..CanaryIntent::at(
+                    step,
+                    Phase::Paused,
+                    format!(
+                        "canary revision {t} at {at}% ({}), paused until {ends}",
+                        label(step.index)
+                    ),
+                )
+            },
             Outcome::Hold {
                 at: step, until: None, ..
-            } => {
-                self.phase = Phase::Paused;
-                self.message = format!(
+            } => CanaryIntent::at(
+                step,
+                Phase::Paused,
+                format!(
                     "canary revision {t} at {at}% ({}), paused: annotate rollguard.dev/promote=true to go on",
-                    label(step)
-                );
-                self.canary_step = Some(step);
-            }
-            Outcome::Done => self.complete_canary(t),
-        }
-    }
-
-    /// All steps done: the stable Service moves to `t`, then the weights return to stable.
-    fn complete_canary(&mut self, t: i64) {
-        let version = self.version_of(t);
-        self.promote(t, "canary steps completed");
-        self.phase = Phase::Healthy;
-        self.message = format!("revision {t} (version {version}) serves all traffic");
+                    label(step.index)
+                ),
+            ),
+            // The stable Service moves to `t`, then the weights return to stable.
+            Outcome::Done => CanaryIntent {
+                step: None,
+                done: true,
+                ..CanaryIntent::at(state, Phase::Healthy, String::new())
+            },
+        };
+        intent.promoted = promoted;
+        intent
     }
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::planner::Planner;
+use super::steps::{Gate, Outcome, Step, advance};
 use super::{CanaryStepState, RouteObservation};
 use crate::api::{GradualRollback, OnUnhealthy, Phase, RollbackMode};
 
@@ -106,48 +107,82 @@ impl Planner<'_> {
             Some(s) => format!("revision {from} at {weight}% (step {} of {total})", s.index + 1),
             None => format!("revision {from} at {weight}%"),
         };
-        if let Some(s) = held {
-            let hold = g.step_duration.signed();
-            let ends = s.started_at.checked_add(hold).unwrap_or(s.started_at);
-            if self.now < ends {
+        // The rest of the walk from here, for the step engine: the hold of the step traffic is
+        // at (when it is one of the policy's), then each lower step and its hold, down to 0.
+        let hold = Step::Hold(Some(g.step_duration.signed()));
+        let mut schedule: Vec<Step> = held.map(|_| hold).into_iter().collect();
+        let mut current = weight;
+        while current > 0 {
+            let next = g.steps.iter().copied().find(|s| *s < current).unwrap_or(0).max(0);
+            schedule.push(Step::Weight(next));
+            if next > 0 {
+                schedule.push(hold);
+            }
+            current = next;
+        }
+        let start = CanaryStepState {
+            index: 0,
+            started_at: held.map_or(self.now, |s| s.started_at),
+        };
+        let gate = Gate {
+            blocked: !healthy,
+            ..Gate::default()
+        };
+        match advance(&schedule, start, Some(weight), self.now, gate).outcome {
+            Outcome::Hold { until: Some(ends), .. } => {
                 let left = self.now.duration_until(ends).unsigned_abs();
                 self.requeue_after = Some(left + Duration::from_millis(200));
                 self.message = format!("{what}: {at}, next step at {ends}");
                 self.gradual = Some(traffic);
-                return Walk::InFlight;
+                Walk::InFlight
             }
+            Outcome::SetWeight { weight: next, .. } => {
+                traffic.weight = Some(next);
+                self.message = format!("{what}: {at}, setting {next}%");
+                self.requeue_after = Some(Duration::from_millis(200));
+                self.gradual = Some(traffic);
+                Walk::InFlight
+            }
+            Outcome::Blocked { .. } | Outcome::Paused { .. } | Outcome::Hold { until: None, .. } => {
+                self.gradual_unhealthy_at(to, weight, &what, g, traffic)
+            }
+            Outcome::Done => Walk::Done,
         }
-        if !healthy {
-            let why = match &self.gradual_unhealthy {
-                Some(reason) if self.available(to) => format!("revision {to} is not healthy ({reason})"),
-                _ => format!("revision {to} is not healthy ({})", self.readiness(to)),
-            };
-            if g.on_unhealthy == OnUnhealthy::Instant {
-                // The policy prefers the stable revision, healthy or not, to the one left.
-                self.event(
-                    true,
-                    "GradualRollbackJumped",
-                    format!("{what}: {why}; onUnhealthy is Instant, so all traffic goes to revision {to} now"),
-                );
-                return Walk::Done;
-            }
-            self.phase = Phase::Paused;
-            self.message = format!("{what}: paused at {weight}%: {why}");
-            let before = self.md.status.as_ref();
-            let was_paused = before.and_then(|s| s.phase) == Some(Phase::Paused)
-                && before
-                    .and_then(|s| s.last_rollback.as_ref())
-                    .is_some_and(|r| r.completed_at.is_none() && r.mode == RollbackMode::Gradual);
-            if !was_paused {
-                self.event(true, "GradualRollbackPaused", self.message.clone());
-            }
-            self.gradual = Some(traffic);
-            return Walk::InFlight;
+    }
+
+    /// The walk cannot take its next step: `to` is not healthy. `onUnhealthy: Instant` jumps
+    /// to it; `Pause` holds the weight (a Warning Event when the pause begins).
+    fn gradual_unhealthy_at(
+        &mut self,
+        to: i64,
+        weight: i32,
+        what: &str,
+        g: &GradualRollback,
+        traffic: GradualTraffic,
+    ) -> Walk {
+        let why = match &self.gradual_unhealthy {
+            Some(reason) if self.available(to) => format!("revision {to} is not healthy ({reason})"),
+            _ => format!("revision {to} is not healthy ({})", self.readiness(to)),
+        };
+        if g.on_unhealthy == OnUnhealthy::Instant {
+            // The policy prefers the stable revision, healthy or not, to the one left.
+            self.event(
+                true,
+                "GradualRollbackJumped",
+                format!("{what}: {why}; onUnhealthy is Instant, so all traffic goes to revision {to} now"),
+            );
+            return Walk::Done;
         }
-        let next = g.steps.iter().copied().find(|s| *s < weight).unwrap_or(0);
-        traffic.weight = Some(next);
-        self.message = format!("{what}: {at}, setting {next}%");
-        self.requeue_after = Some(Duration::from_millis(200));
+        self.phase = Phase::Paused;
+        self.message = format!("{what}: paused at {weight}%: {why}");
+        let before = self.md.status.as_ref();
+        let was_paused = before.and_then(|s| s.phase) == Some(Phase::Paused)
+            && before
+                .and_then(|s| s.last_rollback.as_ref())
+                .is_some_and(|r| r.completed_at.is_none() && r.mode == RollbackMode::Gradual);
+        if !was_paused {
+            self.event(true, "GradualRollbackPaused", self.message.clone());
+        }
         self.gradual = Some(traffic);
         Walk::InFlight
     }

@@ -22,6 +22,9 @@ pub struct Gate {
     pub paused: bool,
     /// A promotion was asked for: it ends one open-ended hold.
     pub promote: bool,
+    /// Something the strategy checks (the health of a rollback's target) keeps weight steps
+    /// from being written; holds still run their time.
+    pub blocked: bool,
 }
 
 /// Where a walk of the schedule stopped in this reconcile.
@@ -36,6 +39,11 @@ pub enum Outcome {
     },
     /// `spec.paused` keeps the weight of step `at` from being written.
     Paused {
+        /// The step.
+        at: CanaryStepState,
+    },
+    /// The gate is blocked: the weight of step `at` is not written.
+    Blocked {
         /// The step.
         at: CanaryStepState,
     },
@@ -78,6 +86,8 @@ pub struct Advance {
 /// | (2, t0)              | 50    | t0       |          | Hold until promoted at (3, t0)   |
 /// | (3, t0)              | 50    | t0       | promote  | Done, step 3 promoted            |
 /// | (0, t0)              | 0     | t0       | paused   | Paused at (0, t0)                |
+/// | (1, t0+1s)           | 10    | t0+5m1s  | blocked  | Blocked at (2, t0+5m1s)          |
+/// | (1, t0+1s)           | 10    | t0+2s    | blocked  | Hold until t0+5m1s at (1, t0+1s) |
 pub fn advance(
     steps: &[Step],
     state: CanaryStepState,
@@ -98,6 +108,7 @@ pub fn advance(
                 continue;
             }
             Step::Weight(_) if gate.paused => Outcome::Paused { at },
+            Step::Weight(_) if gate.blocked => Outcome::Blocked { at },
             Step::Weight(weight) => Outcome::SetWeight { at, weight },
             Step::Hold(Some(duration)) => {
                 let until = at.started_at.checked_add(duration).unwrap_or(at.started_at);
@@ -160,15 +171,19 @@ mod tests {
         let none = Gate::default();
         let paused = Gate {
             paused: true,
-            promote: false,
+            ..Gate::default()
         };
         let promote = Gate {
-            paused: false,
             promote: true,
+            ..Gate::default()
+        };
+        let blocked = Gate {
+            blocked: true,
+            ..Gate::default()
         };
         let five_min_one = 301;
         #[rustfmt::skip]
-        let table: [Row; 7] = [
+        let table: [Row; 9] = [
             (at(0, 0), Some(0), 0, none, Outcome::SetWeight { at: at(0, 0), weight: 10 }, None),
             (at(0, 0), Some(10), 1, none, Outcome::Hold { at: at(1, 1), until: Some(t(five_min_one)), paused: false }, None),
             (at(1, 1), Some(10), five_min_one, none, Outcome::SetWeight { at: at(2, five_min_one), weight: 50 }, None),
@@ -176,6 +191,8 @@ mod tests {
             (at(2, 0), Some(50), 0, none, Outcome::Hold { at: at(3, 0), until: None, paused: false }, None),
             (at(3, 0), Some(50), 0, promote, Outcome::Done, Some(3)),
             (at(0, 0), Some(0), 0, paused, Outcome::Paused { at: at(0, 0) }, None),
+            (at(1, 1), Some(10), five_min_one, blocked, Outcome::Blocked { at: at(2, five_min_one) }, None),
+            (at(1, 1), Some(10), 2, blocked, Outcome::Hold { at: at(1, 1), until: Some(t(five_min_one)), paused: false }, None),
         ];
         for (i, (state, route, now, gate, outcome, promoted)) in table.into_iter().enumerate() {
             let got = advance(&steps, state, route, t(now), gate);
@@ -187,8 +204,8 @@ mod tests {
     fn one_promotion_ends_one_open_ended_hold() {
         let steps = [Step::Hold(None), Step::Hold(None)];
         let gate = Gate {
-            paused: false,
             promote: true,
+            ..Gate::default()
         };
         let got = advance(&steps, at(0, 0), None, t(5), gate);
         assert_eq!(
