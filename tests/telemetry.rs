@@ -35,13 +35,9 @@ async fn health_and_metrics_endpoints_count_reconciles_and_rollbacks() {
         md.status.as_ref().is_some_and(|s| s.stable_revision == Some(1))
     })
     .await;
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("body");
-    let reconciles = sample(&text, r#"rollguard_reconciles_total{result="ok"}"#).unwrap_or(0.0);
+    let scrape = Scrape::of(&address).await;
+    let reconciles = scrape.reconciles();
+    let text = scrape.0;
     assert!(reconciles >= 3.0, "reconciles counted:\n{text}");
     assert_eq!(
         sample(&text, r#"rollguard_rollbacks_total{trigger="Manual"}"#),

@@ -4,7 +4,26 @@
 use super::planner::Planner;
 use crate::api::{CanaryStep, Phase, RevisionPhase};
 
+/// What the blue/green strategy wants for an Available new revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum BlueGreen {
+    /// The policy's triggers hold the promotion (metrics unavailable); the phase stays.
+    Hold(String),
+    /// Paused: `spec.paused`, or waiting for `rollguard.dev/promote`.
+    Wait(String),
+    /// Switch traffic to it: `how` for the history, and the `promote` request it handles.
+    Switch {
+        /// Why it is promoted, for the history.
+        how: &'static str,
+        /// What `AnnotationAccepted` says when a `promote` request is handled.
+        handled: Option<String>,
+    },
+}
+
 impl Planner<'_> {
+    /// Rolls out the spec's revision: the revision-level cases (already stable, held after a
+    /// rollback, the first revision, a return to a warm revision, not Available yet), then
+    /// the strategy: canary steps, or the blue/green switch.
     pub(super) fn progress(&mut self) {
         let t = self.target;
         let version = self.version_of(t);
@@ -61,43 +80,63 @@ impl Planner<'_> {
             self.run_canary_steps(t, &steps);
             return;
         }
+        match self.blue_green_intent(t) {
+            BlueGreen::Hold(message) => self.message = message,
+            BlueGreen::Wait(message) => {
+                self.phase = Phase::Paused;
+                self.message = message;
+            }
+            BlueGreen::Switch { how, handled } => {
+                if let Some(note) = handled {
+                    self.consume.push(crate::api::annotations::PROMOTE);
+                    self.annotation_condition = Some((true, "Handled", note));
+                }
+                if self.md.spec.traffic_routing.is_some() {
+                    // With a traffic-split object, the switch is the weights going 0 -> 100 in
+                    // one write; once read back, the Services follow and weights return to stable.
+                    let switch = [CanaryStep {
+                        set_weight: Some(100),
+                        pause: None,
+                    }];
+                    self.run_canary_steps(t, &switch);
+                    return;
+                }
+                self.promote(t, how);
+                self.phase = Phase::Healthy;
+                self.message = format!("revision {t} (version {version}) serves all traffic");
+            }
+        }
+    }
+
+    /// What the blue/green strategy wants for `t`, Available on the preview Service. Reads the
+    /// planner, changes nothing.
+    fn blue_green_intent(&self, t: i64) -> BlueGreen {
+        let version = self.version_of(t);
         let auto = self.md.spec.strategy.blue_green.as_ref().is_none_or(|b| b.auto_promote);
         if let Some(reason) = &self.metrics_hold {
-            self.message = format!("revision {t} is Available; promotion holds: metrics unavailable ({reason})");
-        } else if self.md.spec.paused {
-            self.phase = Phase::Paused;
-            self.message = format!("revision {t} is Available; spec.paused is true");
-        } else if auto || self.promote_requested.is_some() || self.switch_started(t) {
-            if self.promote_requested.is_some() {
-                self.consume.push(crate::api::annotations::PROMOTE);
-                self.annotation_condition = Some((true, "Handled", format!("promoted revision {t}")));
-            }
-            if self.md.spec.traffic_routing.is_some() {
-                // With a traffic-split object, the switch is the weights going 0 -> 100 in
-                // one write; once read back, the Services follow and weights return to stable.
-                let switch = [CanaryStep {
-                    set_weight: Some(100),
-                    pause: None,
-                }];
-                self.run_canary_steps(t, &switch);
-                return;
-            }
-            self.promote(
-                t,
-                if auto {
+            return BlueGreen::Hold(format!(
+                "revision {t} is Available; promotion holds: metrics unavailable ({reason})"
+            ));
+        }
+        if self.md.spec.paused {
+            return BlueGreen::Wait(format!("revision {t} is Available; spec.paused is true"));
+        }
+        if auto || self.promote_requested.is_some() || self.switch_started(t) {
+            return BlueGreen::Switch {
+                how: if auto {
                     "autoPromote"
                 } else {
                     "promoted by rollguard.dev/promote"
                 },
-            );
-            self.phase = Phase::Healthy;
-            self.message = format!("revision {t} (version {version}) serves all traffic");
-        } else {
-            self.phase = Phase::Paused;
-            self.message = format!(
-                "revision {t} (version {version}) is Available on the preview Service; annotate rollguard.dev/promote=true to switch traffic"
-            );
+                handled: self
+                    .promote_requested
+                    .is_some()
+                    .then(|| format!("promoted revision {t}")),
+            };
         }
+        BlueGreen::Wait(format!(
+            "revision {t} (version {version}) is Available on the preview Service; annotate rollguard.dev/promote=true to switch traffic"
+        ))
     }
 
     /// Whether a blue/green switch of `t` through the traffic-split object has begun.
