@@ -34,30 +34,92 @@ pub(super) struct GradualTraffic {
     pub(super) step: Option<CanaryStepState>,
 }
 
+/// What one reconcile of a gradual rollback wants.
+#[derive(Clone, Debug)]
+pub(super) enum GradualIntent {
+    /// Traffic is still walked down.
+    InFlight {
+        /// Where traffic stays.
+        traffic: GradualTraffic,
+        /// RollingBack, or Paused while the target is unhealthy.
+        phase: Phase,
+        /// The message.
+        message: String,
+        /// When to look again.
+        requeue: Option<Duration>,
+        /// The target takes the stable Service now.
+        take_stable: bool,
+        /// The walk has just paused: a Warning Event says so.
+        paused_now: bool,
+    },
+    /// The revision being left carries no traffic (or `onUnhealthy: Instant` jumped, with
+    /// the Warning to publish): complete the rollback.
+    Done {
+        /// Why the walk jumped to the end, for a Warning Event.
+        jumped: Option<String>,
+    },
+    /// The walk cannot go on, and why: finish as an instant rollback does.
+    GaveWay(String),
+}
+
 impl Planner<'_> {
-    /// One reconcile of a gradual rollback from `from` to `to`.
+    /// One reconcile of a gradual rollback from `from` to `to`: what the walk wants, followed.
+    pub(super) fn walk_gradual(&mut self, from: i64, to: i64, g: &GradualRollback) -> Walk {
+        match self.gradual_intent(from, to, g) {
+            GradualIntent::GaveWay(why) => {
+                self.gradual_gives_way(from, to, &why);
+                Walk::GaveWay
+            }
+            GradualIntent::Done { jumped } => {
+                self.phase = Phase::RollingBack;
+                if let Some(note) = jumped {
+                    self.event(true, "GradualRollbackJumped", note);
+                }
+                Walk::Done
+            }
+            GradualIntent::InFlight {
+                traffic,
+                phase,
+                message,
+                requeue,
+                take_stable,
+                paused_now,
+            } => {
+                if take_stable {
+                    self.take_stable(to);
+                }
+                if paused_now {
+                    self.event(true, "GradualRollbackPaused", message.clone());
+                }
+                if requeue.is_some() {
+                    self.requeue_after = requeue;
+                }
+                self.phase = phase;
+                self.message = message;
+                self.gradual = Some(traffic);
+                Walk::InFlight
+            }
+        }
+    }
+
+    /// What one reconcile of a gradual rollback from `from` to `to` wants. Reads the planner,
+    /// changes nothing.
     ///
     /// Worked example: steps [50, 20, 5, 0], `from` = canary r4 at 60%, `to` = stable r3.
     /// The weight goes to 50 (the first step below 60); once read back, 50 is held for
     /// `stepDuration`, then, if r3's Deployment is Available, 20, and so on; 0 ends it. When
     /// `from` served all traffic through the stable Service, the canary Service takes it
     /// first (weight 100 on `from`), then the stable Service moves to `to`, then the walk.
-    pub(super) fn walk_gradual(&mut self, from: i64, to: i64, g: &GradualRollback) -> Walk {
+    fn gradual_intent(&self, from: i64, to: i64, g: &GradualRollback) -> GradualIntent {
         let weight = match &self.obs.route {
             Some(RouteObservation::Weights(w)) => w.canary,
             Some(RouteObservation::Fault { message, .. }) => {
-                let why = format!("the traffic-split object cannot be used ({message})");
-                self.gradual_gives_way(from, to, &why);
-                return Walk::GaveWay;
+                return GradualIntent::GaveWay(format!("the traffic-split object cannot be used ({message})"));
             }
-            None => {
-                self.gradual_gives_way(from, to, "the traffic-split object was not read");
-                return Walk::GaveWay;
-            }
+            None => return GradualIntent::GaveWay("the traffic-split object was not read".into()),
         };
         if self.finish_gradual_now {
-            self.gradual_gives_way(from, to, "rollguard.dev/abort asked to finish it at once");
-            return Walk::GaveWay;
+            return GradualIntent::GaveWay("rollguard.dev/abort asked to finish it at once".into());
         }
         let stable = self.obs.stable_service.map(|s| s.revision);
         let canary = self.obs.canary_service.map(|s| s.revision);
@@ -70,28 +132,34 @@ impl Planner<'_> {
             weight: None,
             step: None,
         };
-        self.phase = Phase::RollingBack;
+        let in_flight = |traffic, message, requeue: Option<Duration>, take_stable| GradualIntent::InFlight {
+            traffic,
+            phase: Phase::RollingBack,
+            message,
+            requeue,
+            take_stable,
+            paused_now: false,
+        };
+        let soon = Some(Duration::from_millis(200));
         if stable != Some(to) {
             if !healthy {
-                self.message = format!("{what}: waiting for revision {to} ({})", self.readiness(to));
-            } else if stable == Some(from) && (weight != 100 || canary != Some(from)) {
+                let message = format!("{what}: waiting for revision {to} ({})", self.readiness(to));
+                return in_flight(traffic, message, None, false);
+            }
+            if stable == Some(from) && (weight != 100 || canary != Some(from)) {
                 // All traffic is on `from` through the stable Service: the canary Service
                 // carries it first, so moving the stable Service shifts nothing yet.
                 traffic.canary = from;
                 traffic.weight = Some(100);
-                self.message = format!("{what}: moving revision {from}'s traffic onto the canary Service");
-                self.requeue_after = Some(Duration::from_millis(200));
-            } else {
-                traffic.stable = Some(to);
-                self.take_stable(to);
-                self.message = format!("{what}: revision {to} takes the stable Service");
-                self.requeue_after = Some(Duration::from_millis(200));
+                let message = format!("{what}: moving revision {from}'s traffic onto the canary Service");
+                return in_flight(traffic, message, soon, false);
             }
-            self.gradual = Some(traffic);
-            return Walk::InFlight;
+            traffic.stable = Some(to);
+            let message = format!("{what}: revision {to} takes the stable Service");
+            return in_flight(traffic, message, soon, true);
         }
         if canary != Some(from) || weight <= 0 {
-            return Walk::Done;
+            return GradualIntent::Done { jumped: None };
         }
         let total = g.steps.len();
         let held = g.steps.iter().position(|s| *s == weight).map(|i| {
@@ -131,60 +199,55 @@ impl Planner<'_> {
         match advance(&schedule, start, Some(weight), self.now, gate).outcome {
             Outcome::Hold { until: Some(ends), .. } => {
                 let left = self.now.duration_until(ends).unsigned_abs();
-                self.requeue_after = Some(left + Duration::from_millis(200));
-                self.message = format!("{what}: {at}, next step at {ends}");
-                self.gradual = Some(traffic);
-                Walk::InFlight
+                let message = format!("{what}: {at}, next step at {ends}");
+                in_flight(traffic, message, Some(left + Duration::from_millis(200)), false)
             }
             Outcome::SetWeight { weight: next, .. } => {
                 traffic.weight = Some(next);
-                self.message = format!("{what}: {at}, setting {next}%");
-                self.requeue_after = Some(Duration::from_millis(200));
-                self.gradual = Some(traffic);
-                Walk::InFlight
+                in_flight(traffic, format!("{what}: {at}, setting {next}%"), soon, false)
             }
             Outcome::Blocked { .. } | Outcome::Paused { .. } | Outcome::Hold { until: None, .. } => {
-                self.gradual_unhealthy_at(to, weight, &what, g, traffic)
+                self.unhealthy_intent(to, weight, &what, g, traffic)
             }
-            Outcome::Done => Walk::Done,
+            Outcome::Done => GradualIntent::Done { jumped: None },
         }
     }
 
     /// The walk cannot take its next step: `to` is not healthy. `onUnhealthy: Instant` jumps
     /// to it; `Pause` holds the weight (a Warning Event when the pause begins).
-    fn gradual_unhealthy_at(
-        &mut self,
+    fn unhealthy_intent(
+        &self,
         to: i64,
         weight: i32,
         what: &str,
         g: &GradualRollback,
         traffic: GradualTraffic,
-    ) -> Walk {
+    ) -> GradualIntent {
         let why = match &self.gradual_unhealthy {
             Some(reason) if self.available(to) => format!("revision {to} is not healthy ({reason})"),
             _ => format!("revision {to} is not healthy ({})", self.readiness(to)),
         };
         if g.on_unhealthy == OnUnhealthy::Instant {
             // The policy prefers the stable revision, healthy or not, to the one left.
-            self.event(
-                true,
-                "GradualRollbackJumped",
-                format!("{what}: {why}; onUnhealthy is Instant, so all traffic goes to revision {to} now"),
-            );
-            return Walk::Done;
+            return GradualIntent::Done {
+                jumped: Some(format!(
+                    "{what}: {why}; onUnhealthy is Instant, so all traffic goes to revision {to} now"
+                )),
+            };
         }
-        self.phase = Phase::Paused;
-        self.message = format!("{what}: paused at {weight}%: {why}");
         let before = self.md.status.as_ref();
         let was_paused = before.and_then(|s| s.phase) == Some(Phase::Paused)
             && before
                 .and_then(|s| s.last_rollback.as_ref())
                 .is_some_and(|r| r.completed_at.is_none() && r.mode == RollbackMode::Gradual);
-        if !was_paused {
-            self.event(true, "GradualRollbackPaused", self.message.clone());
+        GradualIntent::InFlight {
+            traffic,
+            phase: Phase::Paused,
+            message: format!("{what}: paused at {weight}%: {why}"),
+            requeue: None,
+            take_stable: false,
+            paused_now: !was_paused,
         }
-        self.gradual = Some(traffic);
-        Walk::InFlight
     }
 
     /// A gradual rollback that cannot (or should not) go on finishes at once.
