@@ -66,6 +66,30 @@ impl Planner<'_> {
             .max()
     }
 
+    /// Why the policy's triggers hold the rollout of the spec's revision (metrics
+    /// unavailable): nothing advances. None when they do not.
+    pub(super) fn metrics_hold(&self) -> Option<String> {
+        let m = self.obs.metrics.as_ref()?;
+        match &m.decision {
+            Decision::Hold { reason } if m.judged.purpose == Purpose::Rollout && m.judged.revision == self.target => {
+                Some(reason.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// Why the policy's triggers judge the target of a gradual rollback unhealthy (a breach,
+    /// or metrics unavailable): the walk does not step on. None when they do not.
+    pub(super) fn gradual_unhealthy(&self) -> Option<String> {
+        let m = self.obs.metrics.as_ref()?;
+        match &m.decision {
+            _ if m.judged.purpose != Purpose::GradualHealth => None,
+            Decision::Hold { reason } => Some(reason.clone()),
+            Decision::Rollback { trigger, detail, .. } => Some(format!("trigger {trigger}: {detail}")),
+            Decision::Proceed => None,
+        }
+    }
+
     /// Acts on what the policy's triggers said about the judged revision.
     pub(super) fn act_on_metrics(&mut self) {
         let Some(m) = &self.obs.metrics else {
@@ -84,12 +108,9 @@ impl Planner<'_> {
         }
         let rev = judged.revision;
         match (judged.purpose, decision) {
-            (_, Decision::Proceed) => {}
-            (Purpose::Rollout, Decision::Hold { reason }) if rev == self.target => self.metrics_hold = Some(reason),
-            (Purpose::GradualHealth, Decision::Hold { reason }) => self.gradual_unhealthy = Some(reason),
-            (Purpose::GradualHealth, Decision::Rollback { trigger, detail, .. }) => {
-                self.gradual_unhealthy = Some(format!("trigger {trigger}: {detail}"));
-            }
+            // Holds and an unhealthy gradual target are read where they matter:
+            // `metrics_hold` and `gradual_unhealthy`.
+            (_, Decision::Proceed | Decision::Hold { .. }) | (Purpose::GradualHealth, _) => {}
             (Purpose::Verification, Decision::Rollback { trigger, detail, .. }) => {
                 if let Some(r) = self.last_rollback.as_mut().filter(|r| r.to_revision == rev) {
                     r.verification = Some(Verification::Failed);
@@ -127,7 +148,6 @@ impl Planner<'_> {
                     r.threshold = threshold;
                 }
             }
-            _ => {}
         }
     }
 

@@ -113,7 +113,7 @@ impl Planner<'_> {
     fn blue_green_intent(&self, t: i64) -> BlueGreen {
         let version = self.version_of(t);
         let auto = self.md.spec.strategy.blue_green.as_ref().is_none_or(|b| b.auto_promote);
-        if let Some(reason) = &self.metrics_hold {
+        if let Some(reason) = self.metrics_hold() {
             return BlueGreen::Hold(format!(
                 "revision {t} is Available; promotion holds: metrics unavailable ({reason})"
             ));

@@ -95,7 +95,7 @@ impl Planner<'_> {
                 format!("canary revision {t} waits: {message}"),
             );
         }
-        if let Some(reason) = &self.metrics_hold {
+        if let Some(reason) = self.metrics_hold() {
             // The phase stays as it is: holding is not a step of the rollout.
             return CanaryIntent::at(
                 state,

@@ -123,7 +123,7 @@ impl Planner<'_> {
         }
         let stable = self.obs.stable_service.map(|s| s.revision);
         let canary = self.obs.canary_service.map(|s| s.revision);
-        let healthy = self.available(to) && self.gradual_unhealthy.is_none();
+        let healthy = self.available(to) && self.gradual_unhealthy().is_none();
         let what = format!("rolling back gradually from revision {from} to revision {to}");
         let mut traffic = GradualTraffic {
             from,
@@ -223,7 +223,7 @@ impl Planner<'_> {
         g: &GradualRollback,
         traffic: GradualTraffic,
     ) -> GradualIntent {
-        let why = match &self.gradual_unhealthy {
+        let why = match self.gradual_unhealthy() {
             Some(reason) if self.available(to) => format!("revision {to} is not healthy ({reason})"),
             _ => format!("revision {to} is not healthy ({})", self.readiness(to)),
         };

@@ -87,10 +87,6 @@ pub(super) struct Planner<'a> {
     pub(super) gradual: Option<GradualTraffic>,
     /// `rollguard.dev/abort` during a gradual rollback: finish it at once.
     pub(super) finish_gradual_now: bool,
-    /// The policy's triggers say hold (metrics unavailable): nothing advances.
-    pub(super) metrics_hold: Option<String>,
-    /// The policy's triggers judge the target of a gradual rollback unhealthy.
-    pub(super) gradual_unhealthy: Option<String>,
     /// When an open verification window ends.
     pub(super) verification_requeue: Option<Duration>,
 }
@@ -200,8 +196,6 @@ impl<'a> Planner<'a> {
             },
             gradual: None,
             finish_gradual_now: false,
-            metrics_hold: None,
-            gradual_unhealthy: None,
             verification_requeue: None,
         }
     }
