@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::annotations::Promote;
-use super::planner::Planner;
+use super::planner::{Planner, Traffic};
 use super::steps::{Gate, Outcome, Step, advance};
 use super::{CanaryStepState, RouteObservation};
 use crate::api::{CanaryStep, Phase};
@@ -58,10 +58,10 @@ impl Planner<'_> {
             self.consume.push(crate::api::annotations::PROMOTE);
             self.annotation_condition = Some((true, "Handled", note.clone()));
         }
-        self.canary_step = intent.step;
-        if intent.weight.is_some() {
-            self.canary_weight = intent.weight;
-        }
+        self.traffic = Some(Traffic::Canary {
+            weight: intent.weight,
+            step: intent.step,
+        });
         if intent.requeue.is_some() {
             self.requeue_after = intent.requeue;
         }

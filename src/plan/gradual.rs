@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::planner::Planner;
+use super::planner::{Planner, Traffic};
 use super::steps::{Gate, Outcome, Step, advance};
 use super::{CanaryStepState, RouteObservation};
 use crate::api::{GradualRollback, OnUnhealthy, Phase, RollbackMode};
@@ -96,7 +96,7 @@ impl Planner<'_> {
                 }
                 self.phase = phase;
                 self.message = message;
-                self.gradual = Some(traffic);
+                self.traffic = Some(Traffic::Gradual(traffic));
                 Walk::InFlight
             }
         }

@@ -77,18 +77,29 @@ pub(super) struct Planner<'a> {
     pub(super) promote_requested: Option<Promote>,
     pub(super) reset_progress: BTreeSet<i64>,
     pub(super) requeue_after: Option<Duration>,
-    /// Desired canary weight on the route object while a canary runs.
-    pub(super) canary_weight: Option<i32>,
-    /// The canary step to persist on the canary Deployment.
-    pub(super) canary_step: Option<CanaryStepState>,
+    /// What the strategy that runs wants of traffic (None: none runs).
+    pub(super) traffic: Option<Traffic>,
     /// How rollbacks run (the referenced RollbackPolicy's `rollback`, or the defaults).
     pub(super) rollback_spec: RollbackSpec,
-    /// Set while a gradual rollback holds traffic on the revision being left.
-    pub(super) gradual: Option<GradualTraffic>,
     /// `rollguard.dev/abort` during a gradual rollback: finish it at once.
     pub(super) finish_gradual_now: bool,
     /// When an open verification window ends.
     pub(super) verification_requeue: Option<Duration>,
+}
+
+/// What the strategy that runs in this reconcile wants of traffic.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Traffic {
+    /// Canary steps (or a blue/green switch on a route): the weight to write (None: leave
+    /// it) and the step to persist on the canary Deployment (None once they are done).
+    Canary {
+        /// The weight.
+        weight: Option<i32>,
+        /// The step.
+        step: Option<CanaryStepState>,
+    },
+    /// A gradual rollback holds traffic on the revision being left.
+    Gradual(GradualTraffic),
 }
 
 impl<'a> Planner<'a> {
@@ -188,15 +199,37 @@ impl<'a> Planner<'a> {
             promote_requested: None,
             reset_progress: BTreeSet::new(),
             requeue_after: None,
-            canary_weight: None,
-            canary_step: None,
+            traffic: None,
             rollback_spec: match &obs.policy {
                 Some(PolicyObservation::Found(p)) => p.rollback.clone(),
                 _ => RollbackSpec::default(),
             },
-            gradual: None,
             finish_gradual_now: false,
             verification_requeue: None,
+        }
+    }
+
+    /// The canary weight the route should carry, when a canary runs.
+    pub(super) fn canary_weight(&self) -> Option<i32> {
+        match self.traffic {
+            Some(Traffic::Canary { weight, .. }) => weight,
+            _ => None,
+        }
+    }
+
+    /// The canary step to persist, when a canary runs.
+    pub(super) fn canary_step(&self) -> Option<CanaryStepState> {
+        match self.traffic {
+            Some(Traffic::Canary { step, .. }) => step,
+            _ => None,
+        }
+    }
+
+    /// Where a gradual rollback holds traffic, when one runs.
+    pub(super) fn gradual(&self) -> Option<GradualTraffic> {
+        match self.traffic {
+            Some(Traffic::Gradual(g)) => Some(g),
+            _ => None,
         }
     }
 

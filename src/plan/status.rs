@@ -36,7 +36,8 @@ impl Planner<'_> {
         if let Some(to) = self.pending_rollback() {
             live.insert(to);
         }
-        if let Some(g) = &self.gradual {
+        let gradual = self.gradual();
+        if let Some(g) = &gradual {
             live.insert(g.from);
         }
         let warm_count = usize::try_from(self.md.spec.warm_revisions.max(0)).unwrap_or(0);
@@ -75,11 +76,11 @@ impl Planner<'_> {
             };
             // The step of a running canary; gone once it ends, so a later rollout starts at 0.
             let canary_step = if rev == t && rolling_out {
-                self.canary_step.or(observed.and_then(|d| d.canary_step))
+                self.canary_step().or(observed.and_then(|d| d.canary_step))
             } else {
                 None
             };
-            let rollback_step = self.gradual.filter(|g| g.from == rev).and_then(|g| g.step);
+            let rollback_step = gradual.filter(|g| g.from == rev).and_then(|g| g.step);
             deployments.insert(
                 rev,
                 DesiredDeployment {
@@ -97,11 +98,11 @@ impl Planner<'_> {
             revision: r,
             port: port_of(r),
         };
-        let stable_service = match &self.gradual {
+        let stable_service = match &gradual {
             Some(g) => g.stable.map(target_of),
             None => self.stable.map(target_of),
         };
-        let preview = if let Some(g) = &self.gradual {
+        let preview = if let Some(g) = &gradual {
             Some(g.canary)
         } else if rolling_out || self.stable.is_none() {
             Some(t)
@@ -112,10 +113,10 @@ impl Planner<'_> {
 
         // The route carries canary weight only while a canary runs; otherwise all traffic
         // goes to the stable Service.
-        let route_weight = match (&self.md.spec.traffic_routing, rolling_out, &self.gradual) {
+        let route_weight = match (&self.md.spec.traffic_routing, rolling_out, &gradual) {
             (None, _, _) => None,
             (Some(_), _, Some(g)) => g.weight,
-            (Some(_), true, None) => self.canary_weight,
+            (Some(_), true, None) => self.canary_weight(),
             (Some(_), false, None) => Some(0),
         };
         let observed_weight = match &self.obs.route {
@@ -123,7 +124,7 @@ impl Planner<'_> {
             _ => None,
         };
         let canary_step_index = if rolling_out && self.md.spec.strategy.canary.is_some() {
-            self.canary_step.map(|s| s.index)
+            self.canary_step().map(|s| s.index)
         } else {
             None
         };
@@ -136,11 +137,11 @@ impl Planner<'_> {
             message: Some(self.message.clone()),
             current_revision: Some(t),
             stable_revision: self.stable,
-            canary_revision: match &self.gradual {
+            canary_revision: match &gradual {
                 Some(g) => Some(g.from),
                 None => rolling_out.then_some(t),
             },
-            canary_weight: if rolling_out || self.gradual.is_some() {
+            canary_weight: if rolling_out || gradual.is_some() {
                 observed_weight
             } else {
                 None
