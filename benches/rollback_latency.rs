@@ -23,15 +23,9 @@ async fn main() {
     apis.roll_out("chat", &["v1", "v2"], 1, json!({})).await;
 
     let mut samples = Vec::with_capacity(runs);
-    for i in 0..runs {
+    for _ in 0..runs {
         // r2 serves, r1 is warm: wait until its Deployment is Available.
-        let warm = wait_for(Duration::from_secs(60), || async {
-            let d = apis.deployments.get("chat-r1").await.ok()?;
-            let available = d.status?.available_replicas.unwrap_or(0) >= 1 && d.spec.replicas == Some(1);
-            available.then_some(())
-        })
-        .await;
-        assert!(warm.is_some(), "r1 is not warm before rollback {i}");
+        apis.wait_warm("chat-r1", 1).await;
 
         let selected = apis
             .time_until_selects(

@@ -59,11 +59,11 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the failure is already in the ModelDeployment's status and Events (a
-    /// traffic-split object that cannot be used), or needs no one (a request that changed
-    /// while it was handled, planned again at once).
-    pub fn reported_in_status(&self) -> bool {
-        matches!(self, Error::RouteUnusable(..) | Error::AnnotationChanged(..))
+    /// Whether a user should see the failure as a Warning Event: not when the plan already
+    /// reported it in status and Events (a traffic-split object that cannot be used), nor
+    /// when it needs no one (a request that changed while it was handled, planned again).
+    pub fn needs_event(&self) -> bool {
+        !matches!(self, Error::RouteUnusable(..) | Error::AnnotationChanged(..))
     }
 
     /// A stable, low-cardinality category for metric labels and Event reasons.

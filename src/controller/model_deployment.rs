@@ -103,7 +103,7 @@ pub fn error_policy(md: Arc<ModelDeployment>, err: &Error, ctx: Arc<Context>) ->
         ?delay,
         "reconcile failed; retrying"
     );
-    if publish && !err.reported_in_status() {
+    if publish && err.needs_event() {
         let reference = md.object_ref(&());
         let recorder = ctx.recorder.clone();
         let event = Event {

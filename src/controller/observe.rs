@@ -62,9 +62,13 @@ pub async fn observe(
         }
     }
 
-    let services = cache::owned(&stores.services, &written.services, namespace, uid);
+    // The two Services have known names: looked up, not searched for.
     let service_target = |name: String| -> Option<ServiceTarget> {
-        let s = services.iter().find(|s| s.name_any() == name)?;
+        let cached = stores.services.get(&ObjectRef::new(&name).within(namespace));
+        let s = written.services.latest(namespace, &name, cached)?;
+        if !s.owner_references().iter().any(|r| r.uid == uid) {
+            return None;
+        }
         let spec = s.spec.as_ref()?;
         let revision = spec.selector.as_ref()?.get(labels::REVISION)?.parse().ok()?;
         let port = spec.ports.as_ref()?.first()?.port;

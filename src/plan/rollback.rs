@@ -44,14 +44,7 @@ impl Planner<'_> {
     }
 
     pub(super) fn promote(&mut self, rev: i64, how: &str) {
-        if let Some(old) = self.stable.filter(|s| *s != rev && !self.held(*s)) {
-            self.set_phase(
-                old,
-                RevisionPhase::Superseded,
-                Some(format!("superseded by revision {rev}")),
-            );
-        }
-        self.stable = Some(rev);
+        self.replace_stable(rev, format!("superseded by revision {rev}"));
         self.set_phase(rev, RevisionPhase::Stable, Some(how.to_string()));
         let version = self.version_of(rev);
         self.event(
@@ -119,13 +112,15 @@ impl Planner<'_> {
 
     /// `to` becomes the stable revision of a rollback; the one it replaces is Superseded.
     pub(super) fn take_stable(&mut self, to: i64) {
-        if let Some(old) = self.stable.filter(|s| *s != to && !self.held(*s)) {
-            self.set_phase(
-                old,
-                RevisionPhase::Superseded,
-                Some(format!("replaced by revision {to} in a rollback")),
-            );
+        self.replace_stable(to, format!("replaced by revision {to} in a rollback"));
+    }
+
+    /// `rev` becomes the stable revision; the one it replaces (unless held after a rollback)
+    /// is Superseded, `why`.
+    fn replace_stable(&mut self, rev: i64, why: String) {
+        if let Some(old) = self.stable.filter(|s| *s != rev && !self.held(*s)) {
+            self.set_phase(old, RevisionPhase::Superseded, Some(why));
         }
-        self.stable = Some(to);
+        self.stable = Some(rev);
     }
 }

@@ -107,6 +107,16 @@ impl Apis {
         }
     }
 
+    /// Waits until the Deployment `name` runs `replicas` pods, all available (a warm revision).
+    pub async fn wait_warm(&self, name: &str, replicas: i32) {
+        let warm = wait_for(Duration::from_secs(60), || async {
+            let d = self.deployments.get(name).await.ok()?;
+            (d.status?.available_replicas.unwrap_or(0) >= replicas && d.spec.replicas == Some(replicas)).then_some(())
+        })
+        .await;
+        assert!(warm.is_some(), "{name} is not warm ({replicas} available replicas)");
+    }
+
     /// Waits until the operator removed the annotation `key`.
     pub async fn wait_consumed(&self, name: &str, key: &str) -> ModelDeployment {
         self.wait_md(

@@ -178,12 +178,7 @@ impl GuardedRollback {
     /// waiting for its answer), annotates `rollback-to=previous` and returns how long the
     /// stable Service took to select r1. Then retries r2 until it is Healthy again.
     pub async fn rollback_once(&self, answer: Answer) -> Duration {
-        let warm = super::wait_for(Duration::from_secs(60), || async {
-            let d = self.apis.deployments.get("chat-r1").await.ok()?;
-            (d.status?.available_replicas.unwrap_or(0) >= 1 && d.spec.replicas == Some(1)).then_some(())
-        })
-        .await;
-        assert!(warm.is_some(), "r1 is not warm");
+        self.apis.wait_warm("chat-r1", 1).await;
         self.provider.set(answer);
         if answer != Answer::Now {
             // The trigger is queried every 5 s: the next query hangs.
