@@ -11,6 +11,35 @@ use crate::api::{RevisionPhase, RollbackMode, RollbackPolicySpec, RollbackTrigge
 use crate::revision;
 use crate::trigger::Decision;
 
+/// What the policy's triggers ask of one reconcile.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum MetricsAction {
+    /// Nothing to do here (healthy, no data, a hold, or nothing to roll back to).
+    Nothing,
+    /// The restored revision breached in its verification window.
+    FailVerification {
+        /// The restored revision.
+        revision: i64,
+        /// The Warning Event's note.
+        note: String,
+    },
+    /// Roll `from` back to `to`.
+    Rollback {
+        /// The revision that breached.
+        from: i64,
+        /// Where traffic returns.
+        to: i64,
+        /// The history reason of `from`.
+        why: String,
+        /// The trigger's name.
+        trigger: String,
+        /// The triggering value.
+        value: Option<f64>,
+        /// Its threshold.
+        threshold: Option<f64>,
+    },
+}
+
 impl Planner<'_> {
     pub(super) fn judged(&self, policy: &RollbackPolicySpec) -> Option<Judged> {
         let on_stable = |revision, purpose| Judged {
@@ -90,59 +119,91 @@ impl Planner<'_> {
         }
     }
 
-    /// Acts on what the policy's triggers said about the judged revision.
+    /// What the policy's triggers ask of this reconcile. Reads the planner, changes nothing.
+    ///
+    /// Holds and an unhealthy gradual target ask nothing here: they are read where they
+    /// matter (`metrics_hold`, `gradual_unhealthy`). A Critical breach of a canary asks for a
+    /// rollback to stable; of a guarded stable revision, to the previous one; of a restored
+    /// revision in its verification window, for a failed verification.
+    pub(super) fn metrics_action(&self) -> MetricsAction {
+        let Some(m) = &self.obs.metrics else {
+            return MetricsAction::Nothing;
+        };
+        let rev = m.judged.revision;
+        let Decision::Rollback {
+            trigger,
+            value,
+            threshold,
+            detail,
+        } = &m.decision
+        else {
+            return MetricsAction::Nothing;
+        };
+        let (to, how) = match m.judged.purpose {
+            Purpose::GradualHealth => return MetricsAction::Nothing,
+            Purpose::Verification => {
+                return MetricsAction::FailVerification {
+                    revision: rev,
+                    note: format!(
+                        "revision {rev} failed its verification after a rollback: trigger {trigger}: {detail}"
+                    ),
+                };
+            }
+            // A canary returns to stable; a guarded stable revision to the previous one.
+            Purpose::Rollout if rev == self.target => (self.stable.filter(|s| *s != rev), "rolled back"),
+            Purpose::Guard if self.stable == Some(rev) => {
+                (self.previous_of(rev), "rolled back within its guard window")
+            }
+            Purpose::Rollout | Purpose::Guard => (None, ""),
+        };
+        match to {
+            Some(to) => MetricsAction::Rollback {
+                from: rev,
+                to,
+                why: format!("{how} by trigger {trigger}: {detail}"),
+                trigger: trigger.clone(),
+                value: *value,
+                threshold: *threshold,
+            },
+            None => MetricsAction::Nothing,
+        }
+    }
+
+    /// Follows [`Planner::metrics_action`], after publishing the Warning and Info triggers
+    /// that fired in a fresh evaluation.
     pub(super) fn act_on_metrics(&mut self) {
         let Some(m) = &self.obs.metrics else {
             return;
         };
-        let (judged, decision) = (m.judged, m.decision.clone());
         if m.fresh {
             for n in &m.notices {
                 let warning = n.severity == Severity::Warning;
                 let note = format!(
                     "trigger {} fired on revision {}: {}",
-                    n.trigger, judged.revision, n.message
+                    n.trigger, m.judged.revision, n.message
                 );
                 self.event(warning, "TriggerFired", note);
             }
         }
-        let rev = judged.revision;
-        match (judged.purpose, decision) {
-            // Holds and an unhealthy gradual target are read where they matter:
-            // `metrics_hold` and `gradual_unhealthy`.
-            (_, Decision::Proceed | Decision::Hold { .. }) | (Purpose::GradualHealth, _) => {}
-            (Purpose::Verification, Decision::Rollback { trigger, detail, .. }) => {
-                if let Some(r) = self.last_rollback.as_mut().filter(|r| r.to_revision == rev) {
+        match self.metrics_action() {
+            MetricsAction::Nothing => {}
+            MetricsAction::FailVerification { revision, note } => {
+                if let Some(r) = self.last_rollback.as_mut().filter(|r| r.to_revision == revision) {
                     r.verification = Some(Verification::Failed);
                 }
-                let note =
-                    format!("revision {rev} failed its verification after a rollback: trigger {trigger}: {detail}");
                 self.event(true, "VerificationFailed", note);
             }
-            (
-                purpose @ (Purpose::Rollout | Purpose::Guard),
-                Decision::Rollback {
-                    trigger,
-                    value,
-                    threshold,
-                    detail,
-                },
-            ) => {
-                // A canary returns to stable; a guarded stable revision to the previous one.
-                let (to, how) = match purpose {
-                    Purpose::Rollout if rev == self.target => (self.stable.filter(|s| *s != rev), "rolled back"),
-                    Purpose::Guard if self.stable == Some(rev) => {
-                        (self.previous_of(rev), "rolled back within its guard window")
-                    }
-                    _ => (None, ""),
-                };
-                let Some(to) = to else {
-                    return;
-                };
-                let why = format!("{how} by trigger {trigger}: {detail}");
-                self.set_phase(rev, RevisionPhase::RolledBack, Some(why.clone()));
-                self.event(true, "MetricRollback", format!("revision {rev} {why}"));
-                self.start_rollback(rev, to, RollbackTrigger::Metric, &trigger);
+            MetricsAction::Rollback {
+                from,
+                to,
+                why,
+                trigger,
+                value,
+                threshold,
+            } => {
+                self.set_phase(from, RevisionPhase::RolledBack, Some(why.clone()));
+                self.event(true, "MetricRollback", format!("revision {from} {why}"));
+                self.start_rollback(from, to, RollbackTrigger::Metric, &trigger);
                 if let Some(r) = self.last_rollback.as_mut() {
                     r.value = value;
                     r.threshold = threshold;
