@@ -5,6 +5,44 @@ use super::planner::{Planner, RESTORED};
 use crate::api::{GradualRollback, Phase, RevisionPhase, RollbackMode, RollbackRecord, RollbackTrigger, Verification};
 use crate::conditions::stamp;
 
+/// A rollback not yet completed, as one reconcile finds it.
+enum Pending {
+    /// None is pending.
+    None,
+    /// A gradual rollback: the walk decides (`gradual.rs`).
+    Walk {
+        /// The revision being left.
+        from: i64,
+        /// The target.
+        to: i64,
+        /// The policy's steps.
+        spec: GradualRollback,
+    },
+    /// A gradual rollback whose policy no longer asks for one: it finishes instantly.
+    NoLongerGradual {
+        /// The target.
+        to: i64,
+    },
+    /// An instant rollback.
+    Instant {
+        /// The target.
+        to: i64,
+    },
+}
+
+/// How a rollback whose traffic is off the revision left ends in this reconcile.
+enum Completion {
+    /// The target is not Available yet: phase RollingBack with this message.
+    Waiting(String),
+    /// The target takes the stable Service; the record is completed.
+    Complete {
+        /// The `RolledBack` Event's note.
+        note: String,
+        /// The policy judges: the restored revision's verification starts Pending.
+        verify: bool,
+    },
+}
+
 impl Planner<'_> {
     /// The policy's gradual steps, when rollbacks of this ModelDeployment run gradually.
     pub(super) fn gradual_spec(&self) -> Option<GradualRollback> {
@@ -54,60 +92,88 @@ impl Planner<'_> {
         );
     }
 
-    /// Finishes a rollback whose target is Available. Returns true while one is in flight.
-    pub(super) fn complete_pending_rollback(&mut self) -> bool {
-        let Some(to) = self.pending_rollback() else {
-            return false;
+    /// What the pending rollback (if any) asks of this reconcile. Reads the planner, changes
+    /// nothing.
+    fn pending(&self) -> Pending {
+        let Some(r) = self.last_rollback.as_ref().filter(|r| r.completed_at.is_none()) else {
+            return Pending::None;
         };
-        let gradual = self
-            .last_rollback
-            .as_ref()
-            .filter(|r| r.mode == RollbackMode::Gradual)
-            .map(|r| r.from_revision);
-        let walk = match (gradual, self.gradual_spec()) {
-            (Some(from), Some(g)) => Some((from, g)),
-            (Some(_), None) => {
-                // The policy no longer asks for a gradual rollback: that takes effect now.
-                if let Some(r) = self.last_rollback.as_mut() {
-                    r.mode = RollbackMode::Instant;
-                }
-                None
-            }
-            (None, _) => None,
-        };
-        let walked = match walk {
-            Some((from, g)) => self.walk_gradual(from, to, &g),
-            None => Walk::GaveWay,
-        };
-        if walked == Walk::InFlight {
-            return true;
+        let to = r.to_revision;
+        if r.mode != RollbackMode::Gradual {
+            return Pending::Instant { to };
         }
+        match self.gradual_spec() {
+            Some(spec) => Pending::Walk {
+                from: r.from_revision,
+                to,
+                spec,
+            },
+            // The policy no longer asks for a gradual rollback: that takes effect now.
+            None => Pending::NoLongerGradual { to },
+        }
+    }
+
+    /// How a rollback to `to` ends once traffic has been walked off the revision left (or
+    /// there was no walk): it waits until `to` is Available, unless the walk already moved
+    /// all traffic onto it, then completes. Reads the planner, changes nothing.
+    fn completion(&self, to: i64, walked: Walk) -> Completion {
         if walked == Walk::GaveWay && !self.available(to) {
-            self.phase = Phase::RollingBack;
-            self.message = format!("rolling back to revision {to}: {}", self.readiness(to));
-            return true;
+            return Completion::Waiting(format!("rolling back to revision {to}: {}", self.readiness(to)));
         }
-        self.take_stable(to);
-        self.set_phase(to, RevisionPhase::Stable, Some(RESTORED.into()));
-        let now = stamp(self.now);
-        let mut note = String::new();
-        let verify = self
-            .policy()
-            .is_some_and(|p| !p.triggers.is_empty() && p.provider.is_some());
-        if let Some(r) = self.last_rollback.as_mut() {
-            r.completed_at = Some(now);
-            if verify {
-                r.verification = Some(Verification::Pending);
-            }
-            note = format!(
+        let note = self.last_rollback.as_ref().map(|r| {
+            format!(
                 "rolled back from revision {} to revision {to} (trigger {:?}{})",
                 r.from_revision,
                 r.trigger,
                 r.trigger_name.as_deref().map(|n| format!(", {n}")).unwrap_or_default()
-            );
+            )
+        });
+        let verify = self
+            .policy()
+            .is_some_and(|p| !p.triggers.is_empty() && p.provider.is_some());
+        Completion::Complete {
+            note: note.unwrap_or_default(),
+            verify,
         }
-        self.event(false, "RolledBack", note);
-        false
+    }
+
+    /// Follows [`Planner::pending`] and [`Planner::completion`]: walks a gradual rollback,
+    /// finishes a rollback whose target is Available. Returns true while one is in flight.
+    pub(super) fn complete_pending_rollback(&mut self) -> bool {
+        let (to, walked) = match self.pending() {
+            Pending::None => return false,
+            Pending::Walk { from, to, spec } => (to, self.walk_gradual(from, to, &spec)),
+            Pending::NoLongerGradual { to } => {
+                if let Some(r) = self.last_rollback.as_mut() {
+                    r.mode = RollbackMode::Instant;
+                }
+                (to, Walk::GaveWay)
+            }
+            Pending::Instant { to } => (to, Walk::GaveWay),
+        };
+        if walked == Walk::InFlight {
+            return true;
+        }
+        match self.completion(to, walked) {
+            Completion::Waiting(message) => {
+                self.phase = Phase::RollingBack;
+                self.message = message;
+                true
+            }
+            Completion::Complete { note, verify } => {
+                self.take_stable(to);
+                self.set_phase(to, RevisionPhase::Stable, Some(RESTORED.into()));
+                let now = stamp(self.now);
+                if let Some(r) = self.last_rollback.as_mut() {
+                    r.completed_at = Some(now);
+                    if verify {
+                        r.verification = Some(Verification::Pending);
+                    }
+                }
+                self.event(false, "RolledBack", note);
+                false
+            }
+        }
     }
 
     /// `to` becomes the stable revision of a rollback; the one it replaces is Superseded.
