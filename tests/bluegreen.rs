@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use kube::api::{DeleteParams, ListParams};
+use kube::runtime::watcher;
 use rollguard::api::{Phase, RevisionPhase, RollbackTrigger};
 use serde_json::json;
 use support::*;
@@ -189,10 +190,7 @@ async fn rollback_to_a_cold_revision_waits_until_it_is_available() {
         "containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.0"}]}}});
     apis.roll_out("chat", &["v1", "v2", "v3"], 1, pinned).await;
     // warmRevisions=1: r2 is warm, r1 is cold.
-    let r1_cold = wait_for(SECS_60, || async {
-        (apis.deployment_replicas("chat-r1").await == Some(0)).then_some(())
-    })
-    .await;
+    let r1_cold = wait_object(&apis.deployments, "chat-r1", SECS_60, |d| d.spec.replicas == Some(0)).await;
     assert!(r1_cold.is_some(), "r1 scaled to 0");
 
     node.cordon(&cluster.client, true).await;
@@ -234,17 +232,7 @@ async fn a_cold_revision_whose_deployment_was_pruned_is_restored_from_its_contro
         .delete("chat-r1", &DeleteParams::default())
         .await
         .expect("deleting chat-r1");
-    wait_for(SECS_60, || async {
-        apis.deployments
-            .get_opt("chat-r1")
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-            .then_some(())
-    })
-    .await
-    .expect("chat-r1 gone");
+    assert!(wait_gone(&apis.deployments, "chat-r1", SECS_60).await, "chat-r1 gone");
 
     apis.annotate("chat", "rollguard.dev/rollback-to", "previous").await;
     apis.wait_md("chat", "stable r1", SECS_60, |md| {
@@ -419,25 +407,12 @@ async fn history_is_bounded_and_old_revisions_are_pruned() {
         .await;
     let revs: Vec<i64> = md.status.expect("status").history.iter().map(|h| h.revision).collect();
     assert_eq!(revs, vec![4, 3]);
-    let gone = wait_for(SECS_60, || async {
-        let crs = apis
-            .revisions
-            .list(&ListParams::default().labels("rollguard.dev/model-deployment=chat"))
-            .await
-            .ok()?;
-        let mut names: Vec<String> = crs.items.into_iter().filter_map(|c| c.metadata.name).collect();
-        names.sort();
-        let deploys = apis
-            .deployments
-            .list(&ListParams::default().labels("rollguard.dev/model-deployment=chat"))
-            .await
-            .ok()?;
-        let mut dnames: Vec<String> = deploys.items.into_iter().filter_map(|d| d.metadata.name).collect();
-        dnames.sort();
-        (names == ["chat-r3", "chat-r4"] && dnames == ["chat-r3", "chat-r4"]).then_some(())
-    })
-    .await;
-    assert!(gone.is_some(), "r1 and r2 pruned (Deployments and ControllerRevisions)");
+    let owned = || watcher::Config::default().labels("rollguard.dev/model-deployment=chat");
+    let kept = ["chat-r3", "chat-r4"];
+    let revisions = wait_list(&apis.revisions, owned(), SECS_60, |r| names(r) == kept).await;
+    assert!(revisions.is_some(), "r1 and r2 pruned (ControllerRevisions)");
+    let deployments = wait_list(&apis.deployments, owned(), SECS_60, |d| names(d) == kept).await;
+    assert!(deployments.is_some(), "r1 and r2 pruned (Deployments)");
 }
 
 #[tokio::test]
@@ -448,16 +423,12 @@ async fn deleting_the_model_deployment_deletes_all_its_children() {
         .delete("chat", &DeleteParams::foreground())
         .await
         .expect("deleting");
-    let selector = ListParams::default().labels("rollguard.dev/model-deployment=chat");
-    let empty = wait_for(SECS_60, || async {
-        let d = apis.deployments.list(&selector).await.ok()?.items.len();
-        let s = apis.services.list(&selector).await.ok()?.items.len();
-        let c = apis.revisions.list(&selector).await.ok()?.items.len();
-        (d + s + c == 0).then_some(())
-    })
-    .await;
+    let owned = || watcher::Config::default().labels("rollguard.dev/model-deployment=chat");
+    let d = wait_list(&apis.deployments, owned(), SECS_60, |d| d.is_empty()).await;
+    let s = wait_list(&apis.services, owned(), SECS_60, |s| s.is_empty()).await;
+    let c = wait_list(&apis.revisions, owned(), SECS_60, |c| c.is_empty()).await;
     assert!(
-        empty.is_some(),
+        d.is_some() && s.is_some() && c.is_some(),
         "Deployments, Services and ControllerRevisions are garbage-collected"
     );
 }

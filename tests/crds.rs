@@ -28,10 +28,7 @@ async fn kubectl_apply_of_crds_succeeds_and_they_become_established() {
     let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(cluster.client.clone());
     for name in ["modeldeployments.rollguard.dev", "rollbackpolicies.rollguard.dev"] {
-        let established = wait_for(std::time::Duration::from_secs(30), || async {
-            api.get(name).await.ok().filter(crd_established)
-        })
-        .await;
+        let established = wait_object(&api, name, std::time::Duration::from_secs(30), crd_established).await;
         let crd = established.unwrap_or_else(|| panic!("{name} not Established"));
         let names = &crd.spec.names;
         assert!(
@@ -310,6 +307,14 @@ fn invalid_cases() -> Vec<Case> {
             &["spec.strategy.canary.steps[1].pause.duration"],
         ),
         md(
+            "pause duration too large for the parser (20 digits)",
+            vec![Set(
+                "/spec/strategy/canary/steps/1/pause/duration",
+                json!("20000000000000000000s"),
+            )],
+            &["spec.strategy.canary.steps[1].pause.duration"],
+        ),
+        md(
             "revisionHistoryLimit 0",
             vec![Set("/spec/revisionHistoryLimit", json!(0))],
             &["spec.revisionHistoryLimit"],
@@ -387,6 +392,11 @@ fn invalid_cases() -> Vec<Case> {
         rbp(
             "bad interval",
             vec![Set("/spec/interval", json!("30 seconds"))],
+            &["spec.interval"],
+        ),
+        rbp(
+            "interval of a 13-digit number",
+            vec![Set("/spec/interval", json!("1000000000000h"))],
             &["spec.interval"],
         ),
         rbp(

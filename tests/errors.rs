@@ -27,9 +27,9 @@ async fn a_failing_reconcile_is_a_warning_event_with_its_cause() {
         .await
         .expect("creating the quota");
     // The quota is enforced once the quota controller has filled in its status.
-    let enforced = wait_for(Duration::from_secs(30), || async {
-        let q = quotas.get("no-services").await.ok()?;
-        q.status?.hard?.contains_key("services").then_some(())
+    let enforced = wait_object(&quotas, "no-services", Duration::from_secs(30), |q| {
+        let hard = q.status.as_ref().and_then(|s| s.hard.as_ref());
+        hard.is_some_and(|h| h.contains_key("services"))
     })
     .await;
     assert!(enforced.is_some(), "the quota was never enforced");

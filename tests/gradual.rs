@@ -116,10 +116,7 @@ async fn a_gradual_rollback_walks_50_20_5_0_holding_each_step() {
     assert_eq!(r2.phase, RevisionPhase::RolledBack);
     assert_eq!(apis.service_revision("chat").await, Some(1));
     assert_eq!(apis.service_revision("chat-canary").await, Some(1));
-    let scaled_down = wait_for(SECS_60, || async {
-        (apis.deployment_replicas("chat-r2").await == Some(0)).then_some(())
-    })
-    .await;
+    let scaled_down = wait_object(&apis.deployments, "chat-r2", SECS_60, |d| d.spec.replicas == Some(0)).await;
     assert!(
         scaled_down.is_some(),
         "the revision left is scaled down once it has no traffic"
@@ -149,9 +146,8 @@ async fn a_gradual_rollback_pauses_while_the_stable_revision_is_unhealthy() {
     .expect("deleting r1's pods");
     // The rollback starts once r1's Deployment reports its pods gone (the operator sees the
     // Deployment through its watch, as it is now, not as it was a moment ago).
-    let unready = wait_for(SECS_60, || async {
-        let d = apis.deployments.get("chat-r1").await.ok()?;
-        (d.status?.ready_replicas.unwrap_or(0) == 0).then_some(())
+    let unready = wait_object(&apis.deployments, "chat-r1", SECS_60, |d| {
+        d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) == 0
     })
     .await;
     assert!(unready.is_some(), "r1's Deployment never reported its pods gone");

@@ -272,15 +272,22 @@ async fn consecutive_breaches_are_needed_and_cooldown_keeps_the_trigger_quiet() 
     s.sim.set(&ns, "chat", 2, json!({"errorRate": 0.6})).await;
     // Watch the analysis entry go Breached 1, Breached 2, then Fired.
     let seen: std::sync::Mutex<Vec<(TriggerVerdict, i32)>> = std::sync::Mutex::new(Vec::new());
-    let fired = wait_for(SECS_60, || async {
-        let md = s.apis.md.get("chat").await.ok()?;
-        let a = md.status?.analysis.into_iter().find(|a| a.revision == 2)?;
-        let entry = (a.verdict?, a.consecutive_breaches);
-        let mut seen = seen.lock().ok()?;
+    // On a watch: every status the operator writes is seen.
+    let fired = wait_object(&s.apis.md, "chat", SECS_60, |md| {
+        let analysis = md
+            .status
+            .as_ref()
+            .and_then(|s| s.analysis.iter().find(|a| a.revision == 2));
+        let Some(entry) = analysis.and_then(|a| Some((a.verdict?, a.consecutive_breaches))) else {
+            return false;
+        };
+        let Ok(mut seen) = seen.lock() else {
+            return false;
+        };
         if seen.last() != Some(&entry) {
             seen.push(entry);
         }
-        (entry.0 == TriggerVerdict::Fired).then_some(())
+        entry.0 == TriggerVerdict::Fired
     })
     .await;
     let seen = seen.into_inner().unwrap_or_default();

@@ -15,11 +15,11 @@ fn example_model_deployment() -> ModelDeployment {
 
 /// Waits until the status describes `generation` and has a Reconciling condition.
 async fn wait_for_observed(api: &Api<ModelDeployment>, name: &str, generation: i64) -> Option<ModelDeployment> {
-    wait_for(Duration::from_secs(20), || async {
-        let md = api.get(name).await.ok()?;
-        let status = md.status.as_ref()?;
-        let reconciling = status.conditions.iter().any(|c| c.type_ == "Reconciling");
-        (status.observed_generation == Some(generation) && reconciling).then_some(md)
+    wait_object(api, name, Duration::from_secs(20), |md| {
+        md.status.as_ref().is_some_and(|status| {
+            let reconciling = status.conditions.iter().any(|c| c.type_ == "Reconciling");
+            status.observed_generation == Some(generation) && reconciling
+        })
     })
     .await
 }
@@ -119,9 +119,8 @@ async fn an_edited_child_deployment_is_restored_without_a_write_loop() {
         .patch("chat-r1", &theirs, &Patch::Strategic(edit))
         .await
         .expect("their edit");
-    let restored = wait_for(Duration::from_secs(30), || async {
-        let d = apis.deployments.get("chat-r1").await.ok()?;
-        (image(&d).as_deref() == Some("vllm/vllm-openai:v0.11.0")).then_some(d)
+    let restored = wait_object(&apis.deployments, "chat-r1", Duration::from_secs(30), |d| {
+        image(d).as_deref() == Some("vllm/vllm-openai:v0.11.0")
     })
     .await;
     assert!(restored.is_some(), "the image someone else wrote was never restored");

@@ -25,7 +25,7 @@ async fn wait_policy<F>(api: &Api<RollbackPolicy>, what: &str, pred: F) -> Rollb
 where
     F: Fn(&RollbackPolicy) -> bool,
 {
-    let found = wait_for(SECS_60, || async { api.get("llm").await.ok().filter(|p| pred(p)) }).await;
+    let found = wait_object(api, "llm", SECS_60, pred).await;
     match found {
         Some(p) => p,
         None => panic!(

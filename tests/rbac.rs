@@ -109,9 +109,10 @@ async fn the_operator_works_with_only_the_permissions_deploy_grants() {
     assert_eq!(record.mode, rollguard::api::RollbackMode::Gradual);
     let events = apis.wait_event("chat", "RolledBack", None).await;
     assert!(events.is_some(), "Events are published");
-    let valid = wait_for(SECS_60, || async {
-        let p = policies.get("llm").await.ok()?;
-        (p.status?.model_deployments == vec!["chat".to_string()]).then_some(())
+    let valid = wait_object(&policies, "llm", SECS_60, |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.model_deployments == vec!["chat".to_string()])
     })
     .await;
     assert!(valid.is_some(), "the policy's status is written");

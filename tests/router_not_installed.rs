@@ -36,11 +36,10 @@ async fn a_router_crd_that_is_not_installed_holds_traffic_warns_and_is_retried()
             .await
             .expect("deleting the TrafficSplit CRD");
     }
-    let gone = wait_for(SECS_60, || async {
-        crds.get_opt(CRD).await.ok().flatten().is_none().then_some(())
-    })
-    .await;
-    assert!(gone.is_some(), "the TrafficSplit CRD was not deleted");
+    assert!(
+        wait_gone(&crds, CRD, SECS_60).await,
+        "the TrafficSplit CRD was not deleted"
+    );
 
     let ns = TestNamespace::create(&cluster.client, "router-missing").await;
     let apis = Apis::new(&cluster.client, &ns.name);

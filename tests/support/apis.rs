@@ -109,9 +109,9 @@ impl Apis {
 
     /// Waits until the Deployment `name` runs `replicas` pods, all available (a warm revision).
     pub async fn wait_warm(&self, name: &str, replicas: i32) {
-        let warm = wait_for(Duration::from_secs(60), || async {
-            let d = self.deployments.get(name).await.ok()?;
-            (d.status?.available_replicas.unwrap_or(0) >= replicas && d.spec.replicas == Some(replicas)).then_some(())
+        let warm = wait_object(&self.deployments, name, Duration::from_secs(60), |d| {
+            let available = d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+            available >= replicas && d.spec.replicas == Some(replicas)
         })
         .await;
         assert!(warm.is_some(), "{name} is not warm ({replicas} available replicas)");
@@ -215,13 +215,17 @@ impl Apis {
         reason: &str,
         type_: Option<&str>,
     ) -> Option<k8s_openapi::api::events::v1::Event> {
-        wait_for(Duration::from_secs(60), || async {
-            self.events(name, reason)
-                .await
-                .into_iter()
-                .find(|e| type_.is_none() || e.type_.as_deref() == type_)
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let wanted = |e: &k8s_openapi::api::events::v1::Event| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                && e.reason.as_deref() == Some(reason)
+                && (type_.is_none() || e.type_.as_deref() == type_)
+        };
+        let seen = wait_list(&api, Default::default(), Duration::from_secs(60), |events| {
+            events.iter().any(|e| wanted(e))
         })
-        .await
+        .await?;
+        seen.iter().find(|e| wanted(e)).map(|e| e.as_ref().clone())
     }
 }
 

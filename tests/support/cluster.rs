@@ -68,11 +68,9 @@ pub async fn apply_crds(client: &Client) {
         )
         .await
         .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
-        wait_for(Duration::from_secs(30), || async {
-            api.get(&name).await.ok().filter(crd_established).map(|_| ())
-        })
-        .await
-        .unwrap_or_else(|| panic!("CRD {name} did not become Established within 30s"));
+        wait_object(&api, &name, Duration::from_secs(30), crd_established)
+            .await
+            .unwrap_or_else(|| panic!("CRD {name} did not become Established within 30s"));
     }
 }
 
@@ -227,14 +225,9 @@ impl FakeNode {
             .create(&PostParams::default(), &node)
             .await
             .expect("creating the fake node");
-        let ready = wait_for(Duration::from_secs(60), || async {
-            let n = nodes.get(&name).await.ok()?;
-            let ready = n
-                .status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
-            ready.then_some(())
+        let ready = wait_object(&nodes, &name, Duration::from_secs(60), |n| {
+            let conditions = n.status.as_ref().and_then(|s| s.conditions.as_ref());
+            conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         })
         .await;
         assert!(ready.is_some(), "fake node {name} did not become Ready");
@@ -310,10 +303,7 @@ pub async fn apply_router_crds(client: &Client) {
         "trafficsplits.split.smi-spec.io",
         "virtualservices.networking.istio.io",
     ] {
-        let ok = wait_for(Duration::from_secs(60), || async {
-            api.get(name).await.ok().filter(crd_established)
-        })
-        .await;
+        let ok = wait_object(&api, name, Duration::from_secs(60), crd_established).await;
         assert!(ok.is_some(), "CRD {name} did not become Established");
     }
 }

@@ -8,7 +8,7 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use rollguard::traffic::{Weights, gateway_api};
 use serde_json::json;
 
-use super::{Apis, route_target, wait_for};
+use super::{Apis, route_target, wait_for, wait_object};
 
 /// The HTTPRoutes of the test namespace.
 pub fn routes(apis: &Apis) -> Api<DynamicObject> {
@@ -45,11 +45,14 @@ pub async fn route_weights(apis: &Apis) -> Option<Weights> {
 
 /// Waits until the HTTPRoute carries canary weight `canary`; when it was seen.
 pub async fn wait_weight(apis: &Apis, canary: i32) -> Instant {
-    let seen = wait_for(Duration::from_secs(60), || async {
-        (route_weights(apis).await?.canary == canary).then(Instant::now)
-    })
-    .await;
-    seen.unwrap_or_else(|| panic!("the HTTPRoute never carried canary weight {canary}"))
+    let target = route_target(&apis.namespace, "chat");
+    let carries = |obj: &DynamicObject| {
+        let value = serde_json::to_value(obj).unwrap_or_default();
+        (gateway_api::ROUTE_KIND.read)(&value, &target).is_some_and(|w| w.canary == canary)
+    };
+    let seen = wait_object(&routes(apis), "chat", Duration::from_secs(60), carries).await;
+    assert!(seen.is_some(), "the HTTPRoute never carried canary weight {canary}");
+    Instant::now()
 }
 
 /// Every canary weight the HTTPRoute carries, with when it was seen, from a watch.

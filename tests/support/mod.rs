@@ -20,6 +20,9 @@ pub mod prometheus;
 pub mod sim;
 pub mod slow_provider;
 pub mod telemetry;
+pub mod watch;
+
+pub use watch::*;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -52,7 +55,8 @@ pub fn runs_from_env(var: &str, default: usize, min: usize, max: usize) -> usize
         .clamp(min, max)
 }
 
-/// Polls `f` every 100 ms until it returns Some, or `timeout` passes.
+/// Polls `f` every 100 ms until it returns Some, or `timeout` passes: for what has no watch
+/// (logs, scrapes, processes); API objects are waited for on a watch ([`watch`]).
 pub async fn wait_for<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
 where
     F: FnMut() -> Fut,
