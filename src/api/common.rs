@@ -6,12 +6,60 @@ use serde::{Deserialize, Serialize};
 /// The pattern of a Go-style duration as rollguard accepts it: one or more
 /// `<number><unit>` groups, units `ms`, `s`, `m`, `h`, no sign (so never negative).
 /// Examples: `30s`, `5m`, `1h30m`, `1.5s`, `250ms`.
-const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+const DURATION_PATTERN: &str = r"^([0-9]{1,12}(\.[0-9]+)?(ms|s|m|h))+$";
+
+/// The longest duration text accepted (the schema's `maxLength`).
+const DURATION_MAX_LEN: usize = 64;
+
+/// Digits allowed before the point of one number: `999999999999h` is some 114 million years,
+/// and no sum of such numbers within [`DURATION_MAX_LEN`] characters overflows (kube's parser
+/// panics on an overflow, and on a negative number after the first).
+const DURATION_MAX_DIGITS: usize = 12;
+
+/// Checks `text` against [`DURATION_PATTERN`] (with its length and digit bounds) before it
+/// reaches kube's parser, which panics on some text the Go grammar refuses.
+fn duration_grammar(text: &str) -> Result<(), String> {
+    if text.len() > DURATION_MAX_LEN {
+        return Err(format!("longer than {DURATION_MAX_LEN} characters"));
+    }
+    let mut rest = text;
+    if rest.is_empty() {
+        return Err("empty".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(if rest.starts_with('-') {
+                "negative".into()
+            } else {
+                format!("expected a number at {rest:?}")
+            });
+        }
+        if digits > DURATION_MAX_DIGITS {
+            return Err(format!("a number of more than {DURATION_MAX_DIGITS} digits"));
+        }
+        rest = &rest[digits..];
+        if let Some(fraction) = rest.strip_prefix('.') {
+            let digits = fraction.find(|c: char| !c.is_ascii_digit()).unwrap_or(fraction.len());
+            if digits == 0 {
+                return Err("expected digits after the decimal point".into());
+            }
+            rest = &fraction[digits..];
+        }
+        let unit = ["ms", "s", "m", "h"].into_iter().find(|u| rest.starts_with(u));
+        match unit {
+            Some(u) => rest = &rest[u.len()..],
+            None => return Err(format!("expected a unit (ms, s, m, h) at {rest:?}")),
+        }
+    }
+    Ok(())
+}
 
 /// A Go-style duration such as `30s`, `5m` or `1h30m`, parsed once when the object is read
 /// (by kube's `metav1.Duration` parser) and kept with the text the user wrote.
 ///
-/// The schema only accepts non-negative durations in `ms`, `s`, `m` and `h`.
+/// The schema only accepts non-negative durations in `ms`, `s`, `m` and `h`, with at most 12
+/// digits in a number and 64 characters in all; the parser accepts exactly the same.
 ///
 /// ```
 /// use rollguard::api::Duration;
@@ -22,6 +70,9 @@ const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 /// let err = "5 minutes".parse::<Duration>().unwrap_err();
 /// assert!(err.to_string().contains("\"5 minutes\""), "{err}");
 /// assert!("-5s".parse::<Duration>().is_err());
+/// // Numbers of more than 12 digits are refused (kube's parser would overflow and panic).
+/// assert!("20000000000000000000s".parse::<Duration>().is_err());
+/// assert!("1s-5s".parse::<Duration>().is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Duration {
@@ -78,6 +129,7 @@ impl std::str::FromStr for Duration {
             text: text.to_string(),
             reason,
         };
+        duration_grammar(text).map_err(error)?;
         let parsed: kube::core::Duration = text
             .parse()
             .map_err(|e: kube::core::duration::ParseError| error(e.to_string()))?;
@@ -123,7 +175,7 @@ impl JsonSchema for Duration {
         schemars::json_schema!({
             "type": "string",
             "pattern": DURATION_PATTERN,
-            "maxLength": 64,
+            "maxLength": DURATION_MAX_LEN,
         })
     }
 }
