@@ -28,6 +28,9 @@ pub(super) struct CanaryIntent {
     pub(super) promoted: Option<String>,
     /// Every step is done: the revision becomes stable.
     pub(super) done: bool,
+    /// Someone else changed the weight during a hold: the Warning Event that says rollguard
+    /// put its weight back.
+    pub(super) restored: Option<String>,
 }
 
 impl CanaryIntent {
@@ -40,6 +43,7 @@ impl CanaryIntent {
             requeue: None,
             promoted: None,
             done: false,
+            restored: None,
         }
     }
 }
@@ -64,6 +68,9 @@ impl Planner<'_> {
         });
         if intent.requeue.is_some() {
             self.requeue_after = intent.requeue;
+        }
+        if let Some(note) = intent.restored.clone() {
+            self.event(true, "RouteWeightRestored", note);
         }
         if intent.done {
             let version = self.version_of(t);
@@ -183,6 +190,26 @@ impl Planner<'_> {
             },
         };
         intent.promoted = promoted;
+        // A hold keeps the weight of the last weight step before it: an edit by someone else
+        // is put back (once: the next reconcile reads the weight it wrote).
+        if let (Outcome::Hold { at: step, .. }, Some(seen)) = (advanced.outcome, current) {
+            let before = usize::try_from(step.index).unwrap_or(0).min(schedule.len());
+            let held = schedule[..before]
+                .iter()
+                .rev()
+                .find_map(|s| match s {
+                    Step::Weight(w) => Some(*w),
+                    Step::Hold(_) => None,
+                })
+                .unwrap_or(0);
+            if seen != held {
+                intent.weight = Some(held);
+                intent.restored = Some(format!(
+                    "someone else set the canary weight of revision {t} to {seen}% during {}; rollguard restored {held}%",
+                    label(step.index)
+                ));
+            }
+        }
         intent
     }
 }

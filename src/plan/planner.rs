@@ -75,6 +75,9 @@ pub(super) struct Planner<'a> {
     pub(super) consume: Vec<&'static str>,
     pub(super) annotation_condition: Option<(bool, &'static str, String)>,
     pub(super) promote_requested: Option<Promote>,
+    /// The annotation that started a rollback in this reconcile: it wins over a `retry` or
+    /// a `promote` written with it.
+    pub(super) rollback_requested: Option<&'static str>,
     pub(super) reset_progress: BTreeSet<i64>,
     pub(super) requeue_after: Option<Duration>,
     /// What the strategy that runs wants of traffic (None: none runs).
@@ -197,6 +200,7 @@ impl<'a> Planner<'a> {
             consume: Vec::new(),
             annotation_condition: None,
             promote_requested: None,
+            rollback_requested: None,
             reset_progress: BTreeSet::new(),
             requeue_after: None,
             traffic: None,

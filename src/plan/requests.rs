@@ -7,6 +7,13 @@ use crate::api::{RevisionPhase, RollbackTrigger};
 use crate::revision;
 
 impl Planner<'_> {
+    /// Handles the annotations present, in order: rollback-to, abort, retry, promote.
+    ///
+    /// Conflicting requests in one go have one outcome each, safety first: a rollback
+    /// (`rollback-to`, or an `abort` that stops a rollout) wins over a `retry` and a
+    /// `promote` written with it, which are consumed with a `RequestOverridden` Warning and
+    /// change nothing. `rollback-to` with `abort` during a gradual rollback finishes that
+    /// rollback at once, as `abort` alone does.
     pub(super) fn handle_annotations(&mut self) {
         let annotations = self.md.metadata.annotations.clone().unwrap_or_default();
         for (key, parsed) in annotations::parse_all(&annotations) {
@@ -116,9 +123,17 @@ impl Planner<'_> {
             format!("rolling back from revision {from} to revision {to}"),
         );
         self.start_rollback(from, to, RollbackTrigger::Manual, key);
+        self.rollback_requested = Some(key);
     }
 
     pub(super) fn handle_request(&mut self, key: &'static str, request: Request) {
+        if let (Request::Retry | Request::Promote(_), Some(by)) = (&request, self.rollback_requested) {
+            let note = format!("{key} ignored: {by} in the same request rolls back, and a rollback wins");
+            // Consumed; AnnotationAccepted keeps saying what the rollback did.
+            self.consume.push(key);
+            self.event(true, "RequestOverridden", note);
+            return;
+        }
         match request {
             Request::RollbackTo(_) => {}
             Request::Abort => match self.stable {
@@ -131,6 +146,7 @@ impl Planner<'_> {
                         format!("rollout of revision {t} aborted; all traffic to revision {s}"),
                     );
                     self.start_rollback(t, s, RollbackTrigger::Manual, key);
+                    self.rollback_requested = Some(key);
                 }
                 _ if self.gradual_in_flight() => {
                     self.finish_gradual_now = true;

@@ -131,3 +131,30 @@ fn blue_green_with_a_router_switches_the_weights_0_to_100_in_one_write() {
     assert_eq!(p.stable_service.map(|s| s.revision), Some(2));
     assert_eq!(p.route_weight, Some(0));
 }
+
+#[test]
+fn a_weight_someone_else_wrote_during_a_hold_is_put_back_once() {
+    let steps = serde_json::json!([{"setWeight": 20}, {"pause": {}}]);
+    let mut w = World::new(md("v1", canary_spec(steps)));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    assert_eq!((w.route, w.status().phase), (Some(20), Some(Phase::Paused)));
+    let quiet = w.step();
+    assert_eq!(quiet.route_weight, None, "a hold writes nothing");
+    // Someone else edits the route.
+    w.route = Some(70);
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(20), "the hold's weight is written back");
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.warning && e.reason == "RouteWeightRestored" && e.note.contains("70%")),
+        "{:?}",
+        p.events
+    );
+    assert_eq!(p.status.phase, Some(Phase::Paused), "still in the pause");
+    let p = w.step();
+    assert_eq!(p.route_weight, None, "no write loop");
+    assert!(p.events.iter().all(|e| e.reason != "RouteWeightRestored"));
+}

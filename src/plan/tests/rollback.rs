@@ -78,3 +78,77 @@ fn bad_values_change_nothing_but_the_annotation_condition() {
         assert_eq!(c.status, "False");
     }
 }
+
+/// A canary of r2 at 20% in an open pause, r1 stable.
+fn canary_paused() -> World {
+    let steps = serde_json::json!([{"setWeight": 20}, {"pause": {}}]);
+    let mut w = World::new(md("v1", canary_spec(steps)));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    assert_eq!((w.route, w.status().phase), (Some(20), Some(Phase::Paused)));
+    w
+}
+
+fn overridden(p: &Plan, key: &str) -> bool {
+    p.events
+        .iter()
+        .any(|e| e.warning && e.reason == "RequestOverridden" && e.note.starts_with(key))
+}
+
+#[test]
+fn a_rollback_written_with_a_promote_wins() {
+    let mut w = canary_paused();
+    w.annotate(ROLLBACK_TO, "previous");
+    w.annotate(PROMOTE, "full");
+    let p = w.step();
+    assert!(
+        p.consume.contains(&ROLLBACK_TO) && p.consume.contains(&PROMOTE),
+        "{:?}",
+        p.consume
+    );
+    assert!(overridden(&p, PROMOTE), "{:?}", p.events);
+    let p = w.settle();
+    assert_eq!(p.status.stable_revision, Some(1));
+    assert_eq!(w.route, Some(0));
+    assert_eq!(w.phase_of(2), Some(RevisionPhase::RolledBack));
+    let r = p.status.last_rollback.expect("lastRollback");
+    assert_eq!((r.from_revision, r.to_revision), (2, 1));
+}
+
+#[test]
+fn an_abort_written_with_a_retry_wins() {
+    let mut w = canary_paused();
+    w.annotate(ABORT, "true");
+    w.annotate(RETRY, "true");
+    let p = w.step();
+    assert!(
+        p.consume.contains(&ABORT) && p.consume.contains(&RETRY),
+        "{:?}",
+        p.consume
+    );
+    assert!(overridden(&p, RETRY), "{:?}", p.events);
+    let p = w.settle();
+    assert_eq!(p.status.stable_revision, Some(1));
+    assert_eq!(w.route, Some(0));
+    assert_eq!(w.phase_of(2), Some(RevisionPhase::RolledBack), "not rolled out again");
+    // A retry on its own, afterwards, rolls the revision out again.
+    w.annotate(RETRY, "true");
+    w.settle();
+    assert_eq!(w.phase_of(2), Some(RevisionPhase::Progressing));
+    assert_eq!(w.route, Some(20));
+}
+
+#[test]
+fn a_promote_with_nothing_to_roll_back_is_not_overridden() {
+    let mut w = canary_paused();
+    w.annotate(ABORT, "true");
+    w.settle();
+    // Nothing to abort now: the abort does not roll back, so a promote with it is not
+    // overridden (and finds nothing to promote).
+    w.annotate(ABORT, "true");
+    w.annotate(PROMOTE, "true");
+    let p = w.step();
+    assert!(!overridden(&p, PROMOTE), "{:?}", p.events);
+    assert!(p.events.iter().any(|e| e.reason == "NothingToAbort"));
+}
