@@ -7,6 +7,7 @@
 
 pub mod apis;
 pub mod cluster;
+pub mod fault_proxy;
 pub mod httproute;
 pub mod operator;
 pub mod yaml;

@@ -1,0 +1,355 @@
+//! The operator killed (SIGKILL) at exact points of a rollout and of a rollback, against the
+//! local control plane. A proxy between the operator and the API server
+//! ([`support::fault_proxy`]) kills it right after the API server carried out a chosen write
+//! and before the operator heard the answer; a new operator takes over.
+//!
+//! Afterwards: no step repeated or skipped, holds not restarted from zero, the same
+//! `lastRollback` (`startedAt` unchanged), history intact, no duplicate revision, no second
+//! rollback.
+
+mod support;
+
+use std::time::Duration;
+
+use kube::api::ListParams;
+use rollguard::api::owned_annotations::{CANARY_STEP, ROLLBACK_STEP};
+use rollguard::api::{ModelDeployment, Phase, RevisionPhase, RollbackPolicy};
+use rollguard::plan::CanaryStepState;
+use serde_json::json;
+use support::fault_proxy::{FaultProxy, Seen};
+use support::httproute::*;
+use support::*;
+
+const SECS_60: Duration = Duration::from_secs(60);
+
+struct Scene {
+    _ns: TestNamespace,
+    apis: Apis,
+    proxy: FaultProxy,
+    namespace: String,
+}
+
+impl Scene {
+    async fn new(prefix: &str) -> Scene {
+        let cluster = cluster().await;
+        apply_router_crds(&cluster.client).await;
+        let ns = TestNamespace::create(&cluster.client, prefix).await;
+        let apis = Apis::new(&cluster.client, &ns.name);
+        create_route(&apis).await;
+        let proxy = FaultProxy::start(&cluster.client).await;
+        let namespace = ns.name.clone();
+        Scene {
+            _ns: ns,
+            apis,
+            proxy,
+            namespace,
+        }
+    }
+
+    /// An operator whose requests pass through the proxy.
+    fn operator_behind_proxy(&self) -> Operator {
+        Operator::start_as(&self.namespace, &self.proxy.kubeconfig, &["--resync-seconds", "2"])
+    }
+
+    /// An operator that talks to the API server directly: the one that takes over.
+    fn operator(&self) -> Operator {
+        Operator::start_with(&self.namespace, &["--resync-seconds", "2"])
+    }
+
+    /// Arms the proxy to kill `op` after the first request that `matches`, runs `act`, and
+    /// waits until the kill happened. Returns the request after which it died.
+    async fn kill_after<F, A>(&self, op: &mut Operator, matches: F, act: A) -> String
+    where
+        F: Fn(&Seen<'_>) -> bool + Send + Sync + 'static,
+        A: std::future::Future<Output = ()>,
+    {
+        let fired = self.proxy.kill_after(op.child.id(), 1, matches);
+        act.await;
+        let request = tokio::time::timeout(SECS_60, fired)
+            .await
+            .unwrap_or_else(|_| panic!("the operator was not stopped at its point within 60s"))
+            .expect("the proxy reports the kill");
+        op.kill();
+        request
+    }
+
+    async fn md(&self) -> ModelDeployment {
+        self.apis.md.get("chat").await.expect("reading the ModelDeployment")
+    }
+
+    /// The step annotation `key` on Deployment `name`.
+    async fn step_on(&self, name: &str, key: &str) -> Option<CanaryStepState> {
+        let d = self.apis.deployments.get(name).await.expect("reading the Deployment");
+        let value = d.metadata.annotations?.get(key)?.clone();
+        CanaryStepState::from_annotation(&value)
+    }
+
+    /// History and ControllerRevisions: one per revision, no duplicate number.
+    async fn assert_history(&self, md: &ModelDeployment, revisions: &[i64]) {
+        let status = md.status.as_ref().expect("status");
+        let mut history: Vec<i64> = status.history.iter().map(|h| h.revision).collect();
+        history.sort();
+        assert_eq!(history, revisions, "history intact, no duplicate revision");
+        let selector = ListParams::default().labels("rollguard.dev/model-deployment=chat");
+        let mut numbers: Vec<i64> = self
+            .apis
+            .revisions
+            .list(&selector)
+            .await
+            .expect("listing ControllerRevisions")
+            .items
+            .iter()
+            .filter_map(|c| c.revision)
+            .collect();
+        numbers.sort();
+        assert_eq!(numbers, revisions, "one ControllerRevision per revision");
+    }
+}
+
+fn canary(steps: serde_json::Value) -> serde_json::Value {
+    json!({"strategy": {"canary": {"steps": steps}}, "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}}})
+}
+
+/// A route write that puts `weight` on the canary backend (the stable one gets the rest).
+fn route_write_of(weight: i32) -> impl Fn(&Seen<'_>) -> bool + Send + Sync + 'static {
+    move |s| s.write_to("/httproutes/chat") && s.body.contains(&format!("\"weight\":{weight}"))
+}
+
+/// A status write of the ModelDeployment whose body contains `text`.
+fn status_write_with(text: &'static str) -> impl Fn(&Seen<'_>) -> bool + Send + Sync + 'static {
+    move |s| s.write_to("/modeldeployments/chat/status") && s.body.contains(text)
+}
+
+#[tokio::test]
+async fn killed_between_a_canary_weight_write_and_its_status_write_no_step_is_repeated_or_skipped() {
+    let s = Scene::new("fault-weight").await;
+    let steps = json!([{"setWeight": 10}, {"setWeight": 30}, {"pause": {}}]);
+    let mut op = s.operator_behind_proxy();
+    s.apis.roll_out("chat", &["v1"], 1, canary(steps)).await;
+    let log = record_weights(&s.apis).await;
+
+    let request = s
+        .kill_after(&mut op, route_write_of(30), async {
+            s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+        })
+        .await;
+    // The exact point: the route carries 30, the status does not know it yet.
+    assert_eq!(route_weights(&s.apis).await.map(|w| w.canary), Some(30), "{request}");
+    let before = s.md().await.status.expect("status");
+    assert_ne!(before.canary_weight, Some(30), "killed before the status write");
+
+    let _op = s.operator();
+    let md = s
+        .apis
+        .wait_md("chat", "paused at step 3 with 30%", SECS_60, |md| {
+            md.status.as_ref().is_some_and(|st| {
+                st.phase == Some(Phase::Paused) && st.current_step_index == Some(2) && st.canary_weight == Some(30)
+            })
+        })
+        .await;
+    let weights: Vec<i32> = weight_changes(&log).iter().map(|(_, w)| *w).collect();
+    assert_eq!(weights, vec![0, 10, 30], "each step once, in order");
+    s.assert_history(&md, &[1, 2]).await;
+    let step = s.step_on("chat-r2", CANARY_STEP).await.expect("the step on chat-r2");
+    assert_eq!(step.index, 2, "the pause is the step being run");
+}
+
+#[tokio::test]
+async fn killed_in_a_timed_pause_the_pause_is_not_restarted_from_zero() {
+    const PAUSE: u64 = 20;
+    let s = Scene::new("fault-pause").await;
+    let steps =
+        json!([{"setWeight": 10}, {"pause": {"duration": format!("{PAUSE}s")}}, {"setWeight": 50}, {"pause": {}}]);
+    let mut op = s.operator_behind_proxy();
+    s.apis.roll_out("chat", &["v1"], 1, canary(steps)).await;
+    let log = record_weights(&s.apis).await;
+
+    s.kill_after(&mut op, status_write_with("\"Paused\""), async {
+        s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    })
+    .await;
+    let paused = s
+        .step_on("chat-r2", CANARY_STEP)
+        .await
+        .expect("the pause step on chat-r2");
+    assert_eq!(paused.index, 1, "killed in the pause");
+    let started = std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(paused.started_at.as_millisecond() as u64);
+
+    // Down for half the pause; a pause restarted from zero would end 10 s later than due.
+    let half = started + Duration::from_secs(PAUSE / 2);
+    if let Ok(left) = half.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
+    let _op = s.operator();
+    let at_50 = wait_weight(&s.apis, 50).await;
+    let at_50 = std::time::SystemTime::now() - at_50.elapsed();
+    let held = at_50.duration_since(started).unwrap_or_default();
+    assert!(
+        held >= Duration::from_secs(PAUSE) - Duration::from_millis(300),
+        "the pause was cut short: {held:?}"
+    );
+    assert!(
+        held < Duration::from_secs(PAUSE + PAUSE / 2 - 4),
+        "the pause was restarted from zero: {held:?} instead of {PAUSE}s"
+    );
+    let next = wait_object(&s.apis.deployments, "chat-r2", SECS_60, |d| {
+        let step = d.metadata.annotations.as_ref().and_then(|a| a.get(CANARY_STEP));
+        step.and_then(|v| CanaryStepState::from_annotation(v))
+            .is_some_and(|st| st.index == 3)
+    })
+    .await;
+    assert!(next.is_some(), "the open pause after 50% is the step being run");
+    let weights: Vec<i32> = weight_changes(&log).iter().map(|(_, w)| *w).collect();
+    assert_eq!(weights, vec![0, 10, 50], "each step once, in order");
+    let md = s.md().await;
+    s.assert_history(&md, &[1, 2]).await;
+}
+
+async fn create_gradual_policy(apis: &Apis, step_seconds: u64) {
+    let policy: RollbackPolicy = serde_json::from_value(json!({
+        "apiVersion": "rollguard.dev/v1alpha1", "kind": "RollbackPolicy",
+        "metadata": {"name": "gradual"},
+        "spec": {"rollback": {"mode": "Gradual", "gradual": {
+            "steps": [50, 20, 0], "stepDuration": format!("{step_seconds}s"), "onUnhealthy": "Pause"}}}
+    }))
+    .expect("policy");
+    let api: kube::Api<RollbackPolicy> = kube::Api::namespaced(apis.client.clone(), &apis.namespace);
+    api.create(&Default::default(), &policy)
+        .await
+        .expect("creating RollbackPolicy");
+}
+
+#[tokio::test]
+async fn killed_in_a_gradual_rollback_hold_the_hold_and_the_record_are_kept() {
+    const HOLD: u64 = 20;
+    let s = Scene::new("fault-gradual").await;
+    create_gradual_policy(&s.apis, HOLD).await;
+    let mut spec = canary(json!([{"setWeight": 60}, {"pause": {}}]));
+    spec["rollbackPolicyRef"] = json!({"name": "gradual"});
+    let mut op = s.operator_behind_proxy();
+    s.apis.roll_out("chat", &["v1"], 1, spec).await;
+    s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    wait_weight(&s.apis, 60).await;
+    let log = record_weights(&s.apis).await;
+
+    // Killed after the status write that records the hold at 50% (step 1 of 3).
+    s.kill_after(&mut op, status_write_with("at 50% (step 1 of 3)"), async {
+        s.apis.annotate("chat", "rollguard.dev/abort", "true").await;
+    })
+    .await;
+    let before = s.md().await.status.expect("status");
+    let record = before.last_rollback.clone().expect("lastRollback");
+    let hold = s.step_on("chat-r2", ROLLBACK_STEP).await.expect("the hold on chat-r2");
+    assert_eq!(hold.index, 0, "killed in the hold at 50%");
+    let started = std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(hold.started_at.as_millisecond() as u64);
+
+    let half = started + Duration::from_secs(HOLD / 2);
+    if let Ok(left) = half.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
+    let _op = s.operator();
+    let at_20 = wait_weight(&s.apis, 20).await;
+    let at_20 = std::time::SystemTime::now() - at_20.elapsed();
+    let held = at_20.duration_since(started).unwrap_or_default();
+    assert!(
+        held >= Duration::from_secs(HOLD) - Duration::from_millis(300),
+        "the hold was cut short: {held:?}"
+    );
+    assert!(
+        held < Duration::from_secs(HOLD + HOLD / 2 - 4),
+        "the hold was restarted from zero: {held:?} instead of {HOLD}s"
+    );
+    let md = s
+        .apis
+        .wait_md("chat", "the rollback completed", Duration::from_secs(90), |md| {
+            md.status
+                .as_ref()
+                .and_then(|st| st.last_rollback.as_ref())
+                .is_some_and(|r| r.completed_at.is_some())
+        })
+        .await;
+    let status = md.status.clone().expect("status");
+    let after = status.last_rollback.clone().expect("lastRollback");
+    assert_eq!(
+        after.started_at, record.started_at,
+        "the same rollback, not a second one"
+    );
+    assert_eq!(
+        (after.from_revision, after.to_revision, after.trigger, after.mode),
+        (record.from_revision, record.to_revision, record.trigger, record.mode)
+    );
+    let weights: Vec<i32> = weight_changes(&log).iter().map(|(_, w)| *w).collect();
+    assert_eq!(weights, vec![60, 50, 20, 0], "each step of the walk once");
+    s.assert_history(&md, &[1, 2]).await;
+    let r2 = status.history.iter().find(|h| h.revision == 2).expect("r2 in history");
+    assert_eq!(r2.phase, RevisionPhase::RolledBack);
+    assert_eq!(s.apis.events("chat", "Aborted").await.len(), 1, "one abort handled");
+}
+
+#[tokio::test]
+async fn killed_while_a_cold_rollback_target_scales_up_the_rollback_is_not_started_twice() {
+    let s = Scene::new("fault-cold").await;
+    let cluster = cluster().await;
+    // A node of this test only: while it is cordoned, r1's pods cannot start.
+    let node = FakeNode::create(&cluster.client, &format!("cold-{}", s.namespace)).await;
+    let pinned = json!({"warmRevisions": 0, "template": {"spec": {
+        "nodeSelector": {"rollguard.dev/test-node": node.name},
+        "containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.0"}]}}});
+    let mut op = s.operator_behind_proxy();
+    s.apis.roll_out("chat", &["v1", "v2"], 1, pinned).await;
+    let cold = wait_object(&s.apis.deployments, "chat-r1", SECS_60, |d| d.spec.replicas == Some(0)).await;
+    assert!(cold.is_some(), "r1 is cold");
+    node.cordon(&cluster.client, true).await;
+
+    s.kill_after(&mut op, status_write_with("\"RollingBack\""), async {
+        s.apis.annotate("chat", "rollguard.dev/rollback-to", "previous").await;
+    })
+    .await;
+    let before = s.md().await;
+    let record = before
+        .status
+        .as_ref()
+        .and_then(|st| st.last_rollback.clone())
+        .expect("lastRollback recorded before the kill");
+    assert!(record.completed_at.is_none(), "killed while the target scales up");
+    let annotated = before.metadata.annotations.as_ref();
+    assert!(
+        annotated.is_some_and(|a| a.contains_key("rollguard.dev/rollback-to")),
+        "killed before the annotation was consumed"
+    );
+
+    let _op = s.operator();
+    s.apis.wait_consumed("chat", "rollguard.dev/rollback-to").await;
+    node.cordon(&cluster.client, false).await;
+    let md = s
+        .apis
+        .wait_md("chat", "rolled back to r1", SECS_60, |md| {
+            md.status.as_ref().is_some_and(|st| {
+                st.stable_revision == Some(1) && st.last_rollback.as_ref().is_some_and(|r| r.completed_at.is_some())
+            })
+        })
+        .await;
+    let after = md
+        .status
+        .as_ref()
+        .and_then(|st| st.last_rollback.clone())
+        .expect("lastRollback");
+    assert_eq!(
+        after.started_at, record.started_at,
+        "the same rollback, not a second one"
+    );
+    assert_eq!((after.from_revision, after.to_revision), (2, 1));
+    // The killed operator died before its Events went out (they follow the status write
+    // and the annotations); the one that took over found the rollback under way.
+    assert!(
+        s.apis.events("chat", "RollbackRequested").await.is_empty(),
+        "no second rollback requested"
+    );
+    assert_eq!(
+        s.apis.events("chat", "AlreadyRollingBack").await.len(),
+        1,
+        "the replayed request said so"
+    );
+    s.assert_history(&md, &[1, 2]).await;
+    assert_eq!(s.apis.service_revision("chat").await, Some(1));
+}

@@ -1,0 +1,183 @@
+//! A proxy between the operator and the API server that stops the operator at an exact
+//! point: after the API server has carried out the Nth request that matches a rule, and
+//! before the operator hears the answer.
+//!
+//! The operator talks plain HTTP to the proxy on loopback (its kubeconfig names the proxy);
+//! the proxy forwards every request, watches included, through the test's own client (TLS
+//! and credentials of the local control plane). Nothing is mocked: every request reaches the
+//! real API server. When a rule fires, the request has been carried out, the operator is
+//! killed (SIGKILL) before the answer reaches it, and the test is told.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body as AxumBody;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use kube::Client;
+use tokio::sync::oneshot;
+
+/// What a rule looks at: the method, the path (with query) and the body of a request.
+pub struct Seen<'a> {
+    pub method: &'a http::Method,
+    pub path: &'a str,
+    pub body: &'a str,
+}
+
+impl Seen<'_> {
+    /// A write (POST, PUT, PATCH, DELETE) to a path that contains `fragment`.
+    pub fn write_to(&self, fragment: &str) -> bool {
+        self.method != http::Method::GET && self.path.contains(fragment)
+    }
+}
+
+type Matcher = Box<dyn Fn(&Seen<'_>) -> bool + Send + Sync>;
+
+struct Rule {
+    matches: Matcher,
+    nth: usize,
+    seen: usize,
+    pid: u32,
+    fired: Option<oneshot::Sender<String>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    rule: Mutex<Option<Rule>>,
+}
+
+/// The proxy; it stops when dropped.
+pub struct FaultProxy {
+    shared: Arc<Shared>,
+    /// A kubeconfig that points at the proxy.
+    pub kubeconfig: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy to the API server that `client` reaches.
+    pub async fn start(client: &Client) -> FaultProxy {
+        let shared = Arc::new(Shared::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the fault proxy");
+        let address = listener.local_addr().expect("the proxy's address");
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state((client.clone(), shared.clone()));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let kubeconfig = std::env::temp_dir().join(format!(
+            "rollguard-proxy-{}-{}.kubeconfig",
+            std::process::id(),
+            super::unique()
+        ));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: proxy\n  cluster: {{server: \"http://{address}\"}}\n\
+             contexts:\n- name: proxy\n  context: {{cluster: proxy, user: proxy}}\ncurrent-context: proxy\n\
+             users:\n- name: proxy\n  user: {{}}\n"
+        );
+        std::fs::write(&kubeconfig, text).expect("writing the proxy kubeconfig");
+        FaultProxy {
+            shared,
+            kubeconfig,
+            task,
+        }
+    }
+
+    /// Kills process `pid` (SIGKILL) right after the API server has carried out the `nth`
+    /// request that `matches` (counted from now), before its answer is passed on. The
+    /// receiver gets the request line once that happened.
+    pub fn kill_after<F>(&self, pid: u32, nth: usize, matches: F) -> oneshot::Receiver<String>
+    where
+        F: Fn(&Seen<'_>) -> bool + Send + Sync + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let rule = Rule {
+            matches: Box::new(matches),
+            nth,
+            seen: 0,
+            pid,
+            fired: Some(tx),
+        };
+        if let Ok(mut slot) = self.shared.rule.lock() {
+            *slot = Some(rule);
+        }
+        rx
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.kubeconfig);
+    }
+}
+
+async fn forward(State((client, shared)): State<(Client, Arc<Shared>)>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => return answer(http::StatusCode::BAD_REQUEST, format!("reading the request: {e}")),
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    let text = String::from_utf8_lossy(&body);
+    let seen = Seen {
+        method: &parts.method,
+        path: &path,
+        body: &text,
+    };
+    // Whether this request is the one after which the operator dies.
+    let kill = match shared.rule.lock() {
+        Ok(mut slot) => {
+            let hit = slot.as_mut().is_some_and(|rule| {
+                if (rule.matches)(&seen) {
+                    rule.seen += 1;
+                }
+                rule.seen == rule.nth
+            });
+            if hit { slot.take() } else { None }
+        }
+        Err(_) => None,
+    };
+    let mut builder = http::Request::builder().method(parts.method.clone()).uri(path.as_str());
+    for (name, value) in &parts.headers {
+        if name != http::header::HOST && name != http::header::CONTENT_LENGTH {
+            builder = builder.header(name, value);
+        }
+    }
+    let outgoing = match builder.body(kube::client::Body::from(body.to_vec())) {
+        Ok(r) => r,
+        Err(e) => return answer(http::StatusCode::BAD_REQUEST, format!("building the request: {e}")),
+    };
+    let response = client.send(outgoing).await;
+    if let Some(mut rule) = kill {
+        // The API server has carried the request out; the operator never hears of it.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &rule.pid.to_string()])
+            .status();
+        if let Some(tx) = rule.fired.take() {
+            let _ = tx.send(format!("{} {path}", parts.method));
+        }
+        return answer(http::StatusCode::BAD_GATEWAY, "the operator was killed".into());
+    }
+    match response {
+        Ok(r) => {
+            let (parts, body) = r.into_parts();
+            Response::from_parts(parts, AxumBody::new(body))
+        }
+        Err(e) => answer(http::StatusCode::BAD_GATEWAY, format!("forwarding: {e}")),
+    }
+}
+
+fn answer(status: http::StatusCode, text: String) -> Response {
+    let mut r = Response::new(AxumBody::from(text));
+    *r.status_mut() = status;
+    r
+}
