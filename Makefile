@@ -1,7 +1,7 @@
 # rollguard: the README's two commands are `make demo` and `make test`.
 SHELL := /usr/bin/env bash
 
-.PHONY: demo test bench build crds crd-check cluster-up cluster-down control-plane
+.PHONY: demo test bench chaos build crds crd-check cluster-up cluster-down control-plane
 
 ## demo: start the local control plane, install the CRDs and examples, run the operator
 demo:
@@ -10,6 +10,10 @@ demo:
 ## test: fmt, clippy, CRD drift check and all tests against the local control plane
 test:
 	bash hack/test.sh
+
+## chaos: the fault matrix (also part of make test), one test per row, printed as a table
+chaos:
+	bash hack/chaos.sh
 
 ## bench: benchmarks against the local control plane; each prints its figures
 bench:

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# `make chaos`: the fault matrix against the local control plane (started when not running,
+# stopped afterwards if this script started it). Runs each row's test on its own and prints
+# a table: fault, phase, outcome asserted, pass/fail. The same tests run in `make test`.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+STARTED_CLUSTER=0
+cleanup() {
+  local rc=$?
+  [[ $STARTED_CLUSTER == 1 ]] && bash "$ROOT/hack/cluster-down.sh" || true
+  exit $rc
+}
+trap cleanup EXIT
+if ! { [[ -f .local-cluster/kubeconfig ]] && .local-cluster/bin/kubectl --kubeconfig .local-cluster/kubeconfig get --raw /readyz >/dev/null 2>&1; }; then
+  STARTED_CLUSTER=1
+  bash "$ROOT/hack/cluster-up.sh" || exit 1
+fi
+PROMETHEUS_BIN=$(bash "$ROOT/hack/install-prometheus.sh") || exit 1
+export ROLLGUARD_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" ROLLGUARD_PROMETHEUS="$PROMETHEUS_BIN"
+export ROLLGUARD_KUBECTL="$ROOT/.local-cluster/bin/kubectl"
+
+# test binary | test | fault | phase | outcome asserted
+ROWS=(
+  "faults|killed_between_a_canary_weight_write_and_its_status_write_no_step_is_repeated_or_skipped|SIGKILL after the route write|canary step|no step repeated or skipped"
+  "faults|killed_in_a_timed_pause_the_pause_is_not_restarted_from_zero|SIGKILL after the status write|timed pause|pause ends on its first clock"
+  "faults|killed_in_a_gradual_rollback_hold_the_hold_and_the_record_are_kept|SIGKILL after the status write|gradual hold|hold kept, same lastRollback"
+  "faults|killed_while_a_cold_rollback_target_scales_up_the_rollback_is_not_started_twice|SIGKILL after the status write|cold target scaling up|one rollback, same startedAt"
+  "restart|an_operator_killed_at_any_point_of_a_rollout_converges_with_history_intact|SIGKILL at blind delays|create, pause, rollback|history intact"
+  "leader|only_the_leader_reconciles_and_a_follower_takes_over_when_it_dies|leader SIGKILL|steady state|follower takes the Lease"
+  "slow_metrics|a_manual_rollback_does_not_wait_for_a_hanging_provider|Prometheus hangs|guard window|rollback within 2.5 s"
+  "slow_metrics|a_manual_rollback_does_not_wait_for_a_provider_that_answers_after_20s|Prometheus answers after 20 s|guard window|rollback within 2.5 s"
+  "metrics|prometheus_stopped_mid_canary_holds_and_the_rollout_goes_on_once_it_is_back|Prometheus stopped|canary|Hold, then resumes"
+  "fights|a_gitops_tool_reapplying_every_second_does_not_disturb_a_canary_a_gradual_rollback_or_a_held_rollback|SSA re-apply every second|canary, gradual, after rollback|steps once, held, spec untouched"
+  "fights|a_route_weight_someone_else_edits_mid_canary_is_restored_once_with_an_event|route weights edited|canary pause|restored once, Event, no loop"
+  "operator|an_edited_child_deployment_is_restored_without_a_write_loop|child Deployment edited|steady state|restored, Event, no loop"
+  "conflicts|a_rollback_written_with_a_promote_wins|rollback-to + promote|canary pause|rollback wins"
+  "conflicts|an_abort_written_with_a_retry_wins|abort + retry|canary pause|abort wins"
+  "conflicts|two_rollback_targets_in_quick_succession_end_on_the_last_one_written|two rollback-to values|steady state|last value wins, none lost"
+  "conflicts|a_request_on_a_model_deployment_being_deleted_changes_nothing|request while deleting|deletion|ignored, children not recreated"
+  "fuzz||fuzzed user text (proptest)|parsing|no panic, errors name the value"
+)
+
+cargo build --quiet --tests || exit 1
+results=()
+failed=0
+for row in "${ROWS[@]}"; do
+  IFS='|' read -r bin test fault phase outcome <<<"$row"
+  if [[ -n $test ]]; then
+    cargo test --quiet --test "$bin" -- --exact "$test" >"/tmp/rollguard-chaos-$bin-$test.log" 2>&1
+  else
+    cargo test --quiet --test "$bin" >"/tmp/rollguard-chaos-$bin.log" 2>&1
+  fi
+  if [[ $? == 0 ]]; then verdict=pass; else verdict=FAIL; failed=1; fi
+  results+=("$fault|$phase|$outcome|$verdict")
+  echo "$verdict: $bin ${test:-all}" >&2
+done
+printf '\n%-32s | %-32s | %-36s | %s\n' fault phase outcome result
+printf '%s\n' "$(printf -- '-%.0s' {1..112})"
+for r in "${results[@]}"; do
+  IFS='|' read -r fault phase outcome verdict <<<"$r"
+  printf '%-32s | %-32s | %-36s | %s\n' "$fault" "$phase" "$outcome" "$verdict"
+done
+exit $failed
