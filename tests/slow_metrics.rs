@@ -32,3 +32,133 @@ async fn a_manual_rollback_does_not_wait_for_a_provider_that_answers_after_20s()
         "rollback-to=previous took {took:?} with a provider answering after 20 s"
     );
 }
+
+/// Each way a provider can misbehave ends in its documented verdict (README, "What the
+/// results mean"), and none delays a manual rollback.
+#[tokio::test]
+async fn a_misbehaving_provider_ends_in_the_documented_verdict_and_never_delays_a_rollback() {
+    use rollguard::api::{RollbackTrigger, TriggerVerdict};
+    let fifty: &'static str = Box::leak(
+        serde_json::json!({"status": "success", "data": {"resultType": "vector", "result":
+            (0..50).map(|i| serde_json::json!({"metric": {"pod": format!("p{i}")}, "value": [1.7e9, "0"]})).collect::<Vec<_>>()}})
+        .to_string()
+        .into_boxed_str(),
+    );
+    let cases: [(&str, Answer, TriggerVerdict, &str, bool); 7] = [
+        (
+            "HTTP 503",
+            Answer::Respond(
+                503,
+                r#"{"status":"error","errorType":"unavailable","error":"overloaded"}"#,
+            ),
+            TriggerVerdict::Unavailable,
+            "HTTP 503",
+            true,
+        ),
+        (
+            "HTTP 500 without a body",
+            Answer::Respond(500, ""),
+            TriggerVerdict::Unavailable,
+            "HTTP 500",
+            true,
+        ),
+        (
+            "a string result",
+            Answer::Respond(
+                200,
+                r#"{"status":"success","data":{"resultType":"string","result":[1.7e9,"x"]}}"#,
+            ),
+            TriggerVerdict::Invalid,
+            "result type string",
+            true,
+        ),
+        (
+            "a matrix",
+            Answer::Respond(
+                200,
+                r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+            ),
+            TriggerVerdict::Invalid,
+            "result type matrix",
+            true,
+        ),
+        (
+            "a 50-series vector",
+            Answer::Respond(200, fifty),
+            TriggerVerdict::Invalid,
+            "50 series",
+            true,
+        ),
+        (
+            "an empty result",
+            Answer::Respond(
+                200,
+                r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+            ),
+            TriggerVerdict::NoData,
+            "",
+            false,
+        ),
+        (
+            "NaN",
+            Answer::Respond(
+                200,
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1.7e9,"NaN"]}]}}"#,
+            ),
+            TriggerVerdict::NoData,
+            "",
+            false,
+        ),
+    ];
+    let s = GuardedRollback::start("misbehave", "5s").await;
+    // Each round rolls back by hand and retries: r2 is judged in its guard window again.
+    for (what, answer, verdict, marker, holds) in cases {
+        s.provider.set(answer);
+        let md = s
+            .apis
+            .wait_md(
+                "chat",
+                &format!("{what}: verdict {verdict:?}"),
+                Duration::from_secs(60),
+                |md| {
+                    md.status.as_ref().is_some_and(|st| {
+                        st.analysis.iter().any(|a| {
+                            a.revision == 2
+                                && a.verdict == Some(verdict)
+                                && a.message.as_deref().unwrap_or_default().contains(marker)
+                        })
+                    })
+                },
+            )
+            .await;
+        let available = support::condition(&md, "MetricsAvailable").map(|c| c.0);
+        let expected = if holds { "False" } else { "True" };
+        assert_eq!(available.as_deref(), Some(expected), "{what}: MetricsAvailable");
+        let took = s.rollback_once(answer).await;
+        assert!(took < QUICK, "{what}: rollback-to=previous took {took:?}");
+    }
+    // +Inf is a value: above the threshold, the Critical trigger rolls r2 back on its own.
+    s.provider.set(Answer::Respond(
+        200,
+        r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1.7e9,"+Inf"]}]}}"#,
+    ));
+    let md = s
+        .apis
+        .wait_md(
+            "chat",
+            "+Inf: rolled back by the trigger",
+            Duration::from_secs(60),
+            |md| {
+                md.status.as_ref().is_some_and(|st| {
+                    st.stable_revision == Some(1)
+                        && st
+                            .last_rollback
+                            .as_ref()
+                            .is_some_and(|r| r.trigger == RollbackTrigger::Metric && r.completed_at.is_some())
+                })
+            },
+        )
+        .await;
+    let record = md.status.and_then(|st| st.last_rollback).expect("lastRollback");
+    assert_eq!(record.trigger_name.as_deref(), Some("error-rate"));
+}

@@ -66,9 +66,14 @@ impl Planner<'_> {
             .map(|_| on_stable(s, Purpose::Guard))
     }
 
-    /// The restored revision while its verification window is open.
+    /// The restored revision while its verification window is open and it still serves
+    /// (a `retry` that switched back to the revision left ends the judging of the restored
+    /// one: the revision that serves again is judged in its guard window instead).
     pub(super) fn verifying(&self, policy: &RollbackPolicySpec) -> Option<i64> {
-        let r = self.last_rollback.as_ref()?;
+        let r = self
+            .last_rollback
+            .as_ref()
+            .filter(|r| self.stable == Some(r.to_revision))?;
         let completed = r.completed_at.as_ref()?.0;
         let ends = completed.checked_add(policy.verification.window.signed()).ok()?;
         (r.verification == Some(Verification::Pending) && self.now < ends).then_some(r.to_revision)

@@ -1,5 +1,6 @@
 //! A metrics provider on loopback that speaks the Prometheus query API and can be told to
-//! answer at once, after a delay, or never (it accepts the connection and keeps it open).
+//! answer at once, after a delay, never (it accepts the connection and keeps it open), or
+//! with any status and body.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +18,8 @@ pub enum Answer {
     After(Duration),
     /// Never.
     Hang,
+    /// At once, with this HTTP status and body (a misbehaving provider).
+    Respond(u16, &'static str),
 }
 
 struct Shared {
@@ -95,7 +98,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         let answer = *shared.answer.lock().expect("provider mode");
         let wait = async {
             match answer {
-                Answer::Now => {}
+                Answer::Now | Answer::Respond(..) => {}
                 Answer::After(d) => tokio::time::sleep(d).await,
                 Answer::Hang => std::future::pending::<()>().await,
             }
@@ -115,9 +118,13 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         if gave_up {
             return;
         }
+        let (status, body) = match answer {
+            Answer::Respond(status, body) => (status, body),
+            _ => (200, BODY),
+        };
         let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
-            BODY.len()
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
         );
         if stream.write_all(response.as_bytes()).await.is_err() {
             return;
@@ -180,7 +187,7 @@ impl GuardedRollback {
     pub async fn rollback_once(&self, answer: Answer) -> Duration {
         self.apis.wait_warm("chat-r1", 1).await;
         self.provider.set(answer);
-        if answer != Answer::Now {
+        if matches!(answer, Answer::After(_) | Answer::Hang) {
             // The trigger is queried every 5 s: the next query hangs.
             self.provider.wait_in_flight(Duration::from_secs(20)).await;
         }

@@ -270,3 +270,22 @@ fn an_info_trigger_raises_a_normal_event_only() {
     let c = crate::conditions::find(&p.status.conditions, METRICS_WARNING).expect("MetricsWarning");
     assert_eq!(c.status, "False", "only Warning triggers set the condition");
 }
+
+#[test]
+fn a_retry_that_switches_back_ends_the_restored_revisions_verification_and_guards_the_retried_one() {
+    // Blue/green: r2 promoted (warm r1), rolled back to r1 by hand, then retried.
+    let mut w = World::new(md("v1", serde_json::json!({})));
+    w.policy = Some(metrics_policy(serde_json::json!({})));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    w.annotate(ROLLBACK_TO, "previous");
+    w.settle();
+    let j = judged(&w.md, &w.observed()).expect("verifying r1");
+    assert_eq!((j.revision, j.purpose), (1, Purpose::Verification));
+    w.annotate(RETRY, "true");
+    w.settle();
+    assert_eq!(w.status().stable_revision, Some(2), "switched back to the warm r2");
+    let j = judged(&w.md, &w.observed()).expect("guarding r2");
+    assert_eq!((j.revision, j.purpose), (2, Purpose::Guard), "r1 no longer serves");
+}
