@@ -16,5 +16,22 @@ pub mod telemetry;
 pub mod traffic;
 pub mod trigger;
 
+/// `s` cut to at most `max` bytes, on a character boundary.
+///
+/// ```
+/// assert_eq!(rollguard::truncate("héllo", 2), "h");
+/// assert_eq!(rollguard::truncate("hello", 10), "hello");
+/// ```
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 /// The field manager of every write rollguard makes.
 pub const FIELD_MANAGER: &str = "rollguard";

@@ -12,6 +12,10 @@ use crate::conditions::stamp;
 use crate::api::{OnMetricsUnavailable, Operator, Severity, Trigger, TriggerAnalysis, TriggerVerdict};
 use crate::metrics::{MetricsError, Reading};
 
+/// The longest `status.analysis[].message`, in bytes: a provider's error text is not bounded,
+/// and status must stay well under the API server's object size limit.
+pub const MESSAGE_MAX: usize = 1024;
+
 /// Whether `value` breaches `threshold` under `op`. NaN never breaches.
 ///
 /// ```
@@ -115,14 +119,15 @@ pub fn evaluate(
             entry.message = Some("no data (no series, or NaN)".into());
             return entry;
         }
+        // What a provider answers is not bounded: status keeps the first MESSAGE_MAX bytes.
         Err(EvaluationError::Unavailable(why)) => {
             entry.verdict = Some(TriggerVerdict::Unavailable);
-            entry.message = Some(why.clone());
+            entry.message = Some(crate::truncate(why, MESSAGE_MAX));
             return entry;
         }
         Err(EvaluationError::Invalid(why)) => {
             entry.verdict = Some(TriggerVerdict::Invalid);
-            entry.message = Some(why.clone());
+            entry.message = Some(crate::truncate(why, MESSAGE_MAX));
             return entry;
         }
     };

@@ -233,10 +233,10 @@ pub async fn apply(
                 EventType::Normal
             },
             reason: ev.reason.to_string(),
-            note: Some(truncate(&ev.note, 1024)),
+            note: Some(crate::truncate(&ev.note, 1024)),
             // The recorder folds events with the same reason and action into one series;
             // the note as action keeps distinct happenings (revision 2, then 3) apart.
-            action: truncate(&ev.note, 128),
+            action: crate::truncate(&ev.note, 128),
             secondary: None,
         };
         if let Err(e) = recorder.publish(&event, &reference).await {
@@ -271,16 +271,4 @@ async fn consume(
         Err(e) if is_status(&e, 422) || is_status(&e, 404) => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-/// `s` cut to at most `max` bytes, on a character boundary.
-pub fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
 }

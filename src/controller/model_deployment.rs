@@ -109,7 +109,7 @@ pub fn error_policy(md: Arc<ModelDeployment>, err: &Error, ctx: Arc<Context>) ->
         let event = Event {
             type_: EventType::Warning,
             reason: category.to_string(),
-            note: Some(apply::truncate(&format!("{message}; retrying in {delay:?}"), 1024)),
+            note: Some(crate::truncate(&format!("{message}; retrying in {delay:?}"), 1024)),
             action: "Reconcile".into(),
             secondary: None,
         };

@@ -232,6 +232,7 @@ mod blue_green;
 mod canary;
 mod gradual;
 mod invariants;
+mod limits;
 mod metrics;
 mod policy;
 mod rollback;
