@@ -92,3 +92,65 @@ async fn a_stopped_leader_releases_the_lease_for_the_next_one_at_once() {
         "the Lease was released, not left to expire (4 s): {handover:?}"
     );
 }
+
+#[tokio::test]
+async fn a_leader_killed_at_50_percent_is_followed_without_a_double_step_and_a_promote_written_meanwhile_applies_once()
+{
+    use support::fault_proxy::FaultProxy;
+    use support::httproute::*;
+    let cluster = cluster().await;
+    apply_router_crds(&cluster.client).await;
+    let ns = TestNamespace::create(&cluster.client, "leader-mid").await;
+    let apis = Apis::new(&cluster.client, &ns.name);
+    create_route(&apis).await;
+    let proxy = FaultProxy::start(&cluster.client).await;
+    let args = [
+        "--resync-seconds",
+        "2",
+        "--leader-elect",
+        "--leader-election-namespace",
+        &ns.name,
+        "--leader-election-seconds",
+        "4",
+    ];
+    // The leader talks through the proxy, which kills it at the exact point.
+    let mut leader = Operator::start_as(&ns.name, &proxy.kubeconfig, &args);
+    wait_log(&leader, "became the leader").await;
+    let follower = replica(&ns.name);
+    wait_log(&follower, "waiting for leadership").await;
+
+    let steps = json!([{"setWeight": 10}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 80}, {"pause": {}}]);
+    let spec =
+        json!({"strategy": {"canary": {"steps": steps}}, "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}}});
+    apis.roll_out("chat", &["v1"], 1, spec).await;
+    let log = record_weights(&apis).await;
+    let killed = proxy.kill_after(leader.child.id(), 1, |s| {
+        s.write_to("/httproutes/chat") && s.body.contains("\"weight\":50")
+    });
+    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    tokio::time::timeout(SECS_60, killed)
+        .await
+        .expect("the leader was killed after writing 50%")
+        .expect("the proxy reports the kill");
+    leader.kill();
+    // During the failover (the Lease has not expired yet) someone promotes.
+    apis.annotate("chat", "rollguard.dev/promote", "true").await;
+    wait_log(&follower, "became the leader").await;
+    let md = apis
+        .wait_md("chat", "paused at the second pause, 80%", SECS_60, |md| {
+            md.status.as_ref().is_some_and(|s| {
+                s.phase == Some(rollguard::api::Phase::Paused)
+                    && s.current_step_index == Some(4)
+                    && s.canary_weight == Some(80)
+            })
+        })
+        .await;
+    let consumed = md
+        .metadata
+        .annotations
+        .as_ref()
+        .is_none_or(|a| !a.contains_key("rollguard.dev/promote"));
+    assert!(consumed, "the promote was handled");
+    let weights: Vec<i32> = weight_changes(&log).iter().map(|(_, w)| *w).collect();
+    assert_eq!(weights, vec![0, 10, 50, 80], "no step twice, the promote applied once");
+}
