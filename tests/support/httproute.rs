@@ -76,10 +76,16 @@ fn start_recording(apis: &Apis) -> WeightLog {
     let seen: WeightLog = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let target = route_target(&apis.namespace, "chat");
-    let stream = watcher(routes(apis), watcher::Config::default().fields("metadata.name=chat")).applied_objects();
+    // With backoff, the watch outlives an API server restart.
+    let stream = watcher(routes(apis), watcher::Config::default().fields("metadata.name=chat"))
+        .default_backoff()
+        .applied_objects();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
-        while let Some(Ok(obj)) = stream.next().await {
+        while let Some(item) = stream.next().await {
+            let Ok(obj) = item else {
+                continue;
+            };
             let value = serde_json::to_value(obj).unwrap_or_default();
             if let (Some(w), Ok(mut v)) = ((gateway_api::ROUTE_KIND.read)(&value, &target), sink.lock()) {
                 v.push((Instant::now(), w.canary));
