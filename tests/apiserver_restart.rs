@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use rollguard::api::owned_annotations::{CANARY_STEP, ROLLBACK_STEP};
@@ -21,6 +20,10 @@ const SECS_60: Duration = Duration::from_secs(60);
 /// kube-scheduler, which exit when they lose their leader Lease while the API server is down
 /// (a real control plane's supervisor starts them again). kwok and the operator keep running
 /// and reconnect. Returns once the API server answers `/readyz` again.
+#[allow(
+    clippy::zombie_processes,
+    reason = "the control plane outlives this test; cluster-down stops it by its pid files"
+)]
 async fn restart_api_server_and_etcd(client: &kube::Client) {
     let kubeconfig = kubeconfig_path();
     let cluster = kubeconfig
