@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
+use rollguard::api::Phase;
 use rollguard::api::owned_annotations::{CANARY_STEP, ROLLBACK_STEP};
-use rollguard::api::{Phase, RollbackPolicy};
 use rollguard::plan::CanaryStepState;
 use serde_json::json;
 use support::httproute::*;
@@ -106,15 +106,7 @@ async fn a_control_plane_restart_mid_pause_and_mid_rollback_resumes_where_it_was
     let ns = TestNamespace::create(&cluster.client, "apiserver-restart").await;
     let apis = Apis::new(&cluster.client, &ns.name);
     create_route(&apis).await;
-    let policy: RollbackPolicy = serde_json::from_value(json!({
-        "apiVersion": "rollguard.dev/v1alpha1", "kind": "RollbackPolicy", "metadata": {"name": "gradual"},
-        "spec": {"rollback": {"mode": "Gradual", "gradual": {"steps": [50, 20, 0], "stepDuration": format!("{HOLD}s")}}}
-    }))
-    .expect("policy");
-    kube::Api::<RollbackPolicy>::namespaced(cluster.client.clone(), &ns.name)
-        .create(&Default::default(), &policy)
-        .await
-        .expect("creating the RollbackPolicy");
+    apis.create_gradual_policy(&[50, 20, 0], &format!("{HOLD}s")).await;
     let _op = Operator::start_with(&ns.name, &["--resync-seconds", "2"]);
     let steps =
         json!([{"setWeight": 10}, {"pause": {"duration": format!("{HOLD}s")}}, {"setWeight": 60}, {"pause": {}}]);
@@ -172,7 +164,7 @@ async fn a_control_plane_restart_mid_pause_and_mid_rollback_resumes_where_it_was
         .await;
     let after = md.status.clone().and_then(|s| s.last_rollback).expect("lastRollback");
     assert_eq!(after.started_at, record.started_at, "the same rollback");
-    let weights: Vec<i32> = weight_changes(&log).iter().map(|(_, w)| *w).collect();
+    let weights = weights(&log);
     assert_eq!(weights, vec![60, 50, 20, 0], "each step once");
     let history: Vec<i64> = md.status.expect("status").history.iter().map(|h| h.revision).collect();
     assert_eq!(history, vec![2, 1], "no duplicate revision");

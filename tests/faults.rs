@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use kube::api::ListParams;
 use rollguard::api::owned_annotations::{CANARY_STEP, ROLLBACK_STEP};
-use rollguard::api::{ModelDeployment, Phase, RevisionPhase, RollbackPolicy};
+use rollguard::api::{ModelDeployment, Phase, RevisionPhase};
 use rollguard::plan::CanaryStepState;
 use serde_json::json;
 use support::fault_proxy::{FaultProxy, Seen};
@@ -147,7 +147,7 @@ async fn killed_between_a_canary_weight_write_and_its_status_write_no_step_is_re
             })
         })
         .await;
-    let weights: Vec<i32> = weight_changes(&log).iter().map(|(_, w)| *w).collect();
+    let weights = weights(&log);
     assert_eq!(weights, vec![0, 10, 30], "each step once, in order");
     s.assert_history(&md, &[1, 2]).await;
     let step = s.step_on("chat-r2", CANARY_STEP).await.expect("the step on chat-r2");
@@ -199,31 +199,17 @@ async fn killed_in_a_timed_pause_the_pause_is_not_restarted_from_zero() {
     })
     .await;
     assert!(next.is_some(), "the open pause after 50% is the step being run");
-    let weights: Vec<i32> = weight_changes(&log).iter().map(|(_, w)| *w).collect();
+    let weights = weights(&log);
     assert_eq!(weights, vec![0, 10, 50], "each step once, in order");
     let md = s.md().await;
     s.assert_history(&md, &[1, 2]).await;
-}
-
-async fn create_gradual_policy(apis: &Apis, step_seconds: u64) {
-    let policy: RollbackPolicy = serde_json::from_value(json!({
-        "apiVersion": "rollguard.dev/v1alpha1", "kind": "RollbackPolicy",
-        "metadata": {"name": "gradual"},
-        "spec": {"rollback": {"mode": "Gradual", "gradual": {
-            "steps": [50, 20, 0], "stepDuration": format!("{step_seconds}s"), "onUnhealthy": "Pause"}}}
-    }))
-    .expect("policy");
-    let api: kube::Api<RollbackPolicy> = kube::Api::namespaced(apis.client.clone(), &apis.namespace);
-    api.create(&Default::default(), &policy)
-        .await
-        .expect("creating RollbackPolicy");
 }
 
 #[tokio::test]
 async fn killed_in_a_gradual_rollback_hold_the_hold_and_the_record_are_kept() {
     const HOLD: u64 = 20;
     let s = Scene::new("fault-gradual").await;
-    create_gradual_policy(&s.apis, HOLD).await;
+    s.apis.create_gradual_policy(&[50, 20, 0], &format!("{HOLD}s")).await;
     let mut spec = canary(json!([{"setWeight": 60}, {"pause": {}}]));
     spec["rollbackPolicyRef"] = json!({"name": "gradual"});
     let mut op = s.operator_behind_proxy();
@@ -278,7 +264,7 @@ async fn killed_in_a_gradual_rollback_hold_the_hold_and_the_record_are_kept() {
         (after.from_revision, after.to_revision, after.trigger, after.mode),
         (record.from_revision, record.to_revision, record.trigger, record.mode)
     );
-    let weights: Vec<i32> = weight_changes(&log).iter().map(|(_, w)| *w).collect();
+    let weights = weights(&log);
     assert_eq!(weights, vec![60, 50, 20, 0], "each step of the walk once");
     s.assert_history(&md, &[1, 2]).await;
     let r2 = status.history.iter().find(|h| h.revision == 2).expect("r2 in history");

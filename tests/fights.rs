@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kube::api::{Patch, PatchParams};
 use kube::core::DynamicObject;
-use rollguard::api::{ModelDeployment, Phase, RevisionPhase, RollbackPolicy};
+use rollguard::api::{ModelDeployment, Phase, RevisionPhase};
 use serde_json::json;
 use support::httproute::*;
 use support::telemetry::{Scrape, is_write, metrics_address};
@@ -82,23 +82,10 @@ impl Drop for GitOps {
     }
 }
 
-async fn create_gradual_policy(apis: &Apis) {
-    let policy: RollbackPolicy = serde_json::from_value(json!({
-        "apiVersion": "rollguard.dev/v1alpha1", "kind": "RollbackPolicy",
-        "metadata": {"name": "gradual"},
-        "spec": {"rollback": {"mode": "Gradual", "gradual": {"steps": [50, 20, 0], "stepDuration": "2s"}}}
-    }))
-    .expect("policy");
-    let api: kube::Api<RollbackPolicy> = kube::Api::namespaced(apis.client.clone(), &apis.namespace);
-    api.create(&Default::default(), &policy)
-        .await
-        .expect("creating RollbackPolicy");
-}
-
 #[tokio::test]
 async fn a_gitops_tool_reapplying_every_second_does_not_disturb_a_canary_a_gradual_rollback_or_a_held_rollback() {
     let (_ns, apis, _op, _address) = setup("fight-gitops").await;
-    create_gradual_policy(&apis).await;
+    apis.create_gradual_policy(&[50, 20, 0], "2s").await;
     let steps = json!([{"setWeight": 20}, {"pause": {"duration": "2s"}}, {"setWeight": 60}, {"pause": {}}]);
     apis.roll_out("chat", &["v1"], 1, canary(steps.clone(), true)).await;
 
@@ -126,7 +113,7 @@ async fn a_gitops_tool_reapplying_every_second_does_not_disturb_a_canary_a_gradu
         .as_ref()
         .and_then(|s| s.last_rollback.clone())
         .expect("lastRollback");
-    let weights: Vec<i32> = weight_changes(&log).iter().map(|(_, w)| *w).collect();
+    let weights = weights(&log);
     assert_eq!(weights, vec![0, 20, 60, 50, 20, 0], "every step once, in order");
 
     // After the rollback the tool keeps applying the bad commit: r2 stays rolled back.
@@ -197,7 +184,7 @@ async fn a_route_weight_someone_else_edits_mid_canary_is_restored_once_with_an_e
         route_writes(&restored),
         "the route is written again and again"
     );
-    let weights: Vec<i32> = weight_changes(&log).iter().map(|(_, w)| *w).collect();
+    let weights = weights(&log);
     assert_eq!(weights, vec![20, 70, 20], "restored once");
     let md = apis.md.get("chat").await.expect("md");
     assert_eq!(

@@ -35,7 +35,7 @@ async fn a_64_step_canary_runs_to_completion() {
     })
     .await;
     wait_weight(&apis, 0).await;
-    let weights: Vec<i32> = weight_changes(&log).iter().map(|(_, w)| *w).collect();
+    let weights = weights(&log);
     let expected: Vec<i32> = std::iter::once(0).chain(1..=63).chain([100, 0]).collect();
     assert_eq!(weights, expected, "every step once, in order");
 }

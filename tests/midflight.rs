@@ -107,19 +107,7 @@ async fn a_threshold_lowered_mid_canary_rolls_the_canary_back_by_the_new_thresho
     let s = scene("mid-threshold", None).await;
     canary_at_60(&s).await;
     set_threshold(&s, 0.01).await;
-    let md = s
-        .apis
-        .wait_md("chat", "rolled back by the lowered threshold", SECS_60, |md| {
-            md.status.as_ref().is_some_and(|st| {
-                st.stable_revision == Some(1)
-                    && st
-                        .last_rollback
-                        .as_ref()
-                        .is_some_and(|r| r.trigger == RollbackTrigger::Metric && r.completed_at.is_some())
-            })
-        })
-        .await;
-    let record = md.status.and_then(|st| st.last_rollback).expect("lastRollback");
+    let record = s.apis.wait_rolled_back("chat", 1, Some(RollbackTrigger::Metric)).await;
     assert_eq!((record.value, record.threshold), (Some(0.05), Some(0.01)));
     wait_weight(&s.apis, 0).await;
 }
@@ -173,15 +161,7 @@ async fn a_policy_deleted_mid_gradual_rollback_finishes_the_rollback_at_once() {
         .await
         .expect("deleting the policy");
     // Without a policy rollbacks run with the defaults (Instant): the walk ends now.
-    let md = s
-        .apis
-        .wait_md("chat", "rolled back at once", SECS_60, |md| {
-            md.status.as_ref().is_some_and(|st| {
-                st.stable_revision == Some(1) && st.last_rollback.as_ref().is_some_and(|r| r.completed_at.is_some())
-            })
-        })
-        .await;
-    let record = md.status.and_then(|st| st.last_rollback).expect("lastRollback");
+    let record = s.apis.wait_rolled_back("chat", 1, None).await;
     assert_eq!(record.mode, RollbackMode::Instant);
     wait_weight(&s.apis, 0).await;
     assert_eq!(s.apis.service_revision("chat").await, Some(1));
@@ -207,13 +187,7 @@ async fn a_threshold_lowered_mid_gradual_rollback_pauses_the_walk_on_an_unhealth
     assert!(weight > 0, "paused with traffic still on r2: {weight}%");
     // Raised again: the walk goes on to the end.
     set_threshold(&s, 0.1).await;
-    s.apis
-        .wait_md("chat", "rolled back", SECS_60, |md| {
-            md.status.as_ref().is_some_and(|st| {
-                st.stable_revision == Some(1) && st.last_rollback.as_ref().is_some_and(|r| r.completed_at.is_some())
-            })
-        })
-        .await;
+    s.apis.wait_rolled_back("chat", 1, None).await;
     wait_weight(&s.apis, 0).await;
 }
 

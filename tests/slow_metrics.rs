@@ -142,23 +142,6 @@ async fn a_misbehaving_provider_ends_in_the_documented_verdict_and_never_delays_
         200,
         r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1.7e9,"+Inf"]}]}}"#,
     ));
-    let md = s
-        .apis
-        .wait_md(
-            "chat",
-            "+Inf: rolled back by the trigger",
-            Duration::from_secs(60),
-            |md| {
-                md.status.as_ref().is_some_and(|st| {
-                    st.stable_revision == Some(1)
-                        && st
-                            .last_rollback
-                            .as_ref()
-                            .is_some_and(|r| r.trigger == RollbackTrigger::Metric && r.completed_at.is_some())
-                })
-            },
-        )
-        .await;
-    let record = md.status.and_then(|st| st.last_rollback).expect("lastRollback");
+    let record = s.apis.wait_rolled_back("chat", 1, Some(RollbackTrigger::Metric)).await;
     assert_eq!(record.trigger_name.as_deref(), Some("error-rate"));
 }

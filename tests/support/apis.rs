@@ -37,6 +37,55 @@ impl Apis {
             .expect("creating the ModelDeployment")
     }
 
+    /// Creates the RollbackPolicy `name` with `spec`.
+    pub async fn create_policy(&self, name: &str, spec: serde_json::Value) {
+        let policy: rollguard::api::RollbackPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "rollguard.dev/v1alpha1", "kind": "RollbackPolicy",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .expect("a valid RollbackPolicy");
+        Api::<rollguard::api::RollbackPolicy>::namespaced(self.client.clone(), &self.namespace)
+            .create(&PostParams::default(), &policy)
+            .await
+            .expect("creating the RollbackPolicy");
+    }
+
+    /// Creates the RollbackPolicy `gradual`: gradual rollbacks down `steps`, each held
+    /// `step_duration`.
+    pub async fn create_gradual_policy(&self, steps: &[i32], step_duration: &str) {
+        let spec = serde_json::json!({"rollback": {"mode": "Gradual",
+            "gradual": {"steps": steps, "stepDuration": step_duration}}});
+        self.create_policy("gradual", spec).await;
+    }
+
+    /// Waits until a rollback to `to` has completed (by `trigger`, when given), and returns
+    /// its record.
+    pub async fn wait_rolled_back(
+        &self,
+        name: &str,
+        to: i64,
+        trigger: Option<rollguard::api::RollbackTrigger>,
+    ) -> rollguard::api::RollbackRecord {
+        let md = self
+            .wait_md(
+                name,
+                &format!("rolled back to revision {to}"),
+                Duration::from_secs(90),
+                |md| {
+                    md.status.as_ref().is_some_and(|s| {
+                        s.stable_revision == Some(to)
+                            && s.last_rollback.as_ref().is_some_and(|r| {
+                                r.to_revision == to
+                                    && r.completed_at.is_some()
+                                    && trigger.is_none_or(|t| r.trigger == t)
+                            })
+                    })
+                },
+            )
+            .await;
+        md.status.and_then(|s| s.last_rollback).expect("lastRollback")
+    }
+
     /// Merge-patches the spec.
     pub async fn patch_spec(&self, name: &str, spec: serde_json::Value) {
         self.md

@@ -95,6 +95,11 @@ fn start_recording(apis: &Apis) -> WeightLog {
     seen
 }
 
+/// The canary weights recorded so far, one entry per change.
+pub fn weights(log: &WeightLog) -> Vec<i32> {
+    weight_changes(log).iter().map(|(_, w)| *w).collect()
+}
+
 /// The weights recorded so far, one entry per change: `(first seen, weight)`.
 pub fn weight_changes(log: &WeightLog) -> Vec<(Instant, i32)> {
     let mut changes: Vec<(Instant, i32)> = Vec::new();

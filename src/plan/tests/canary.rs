@@ -134,12 +134,7 @@ fn blue_green_with_a_router_switches_the_weights_0_to_100_in_one_write() {
 
 #[test]
 fn a_weight_someone_else_wrote_during_a_hold_is_put_back_once() {
-    let steps = serde_json::json!([{"setWeight": 20}, {"pause": {}}]);
-    let mut w = World::new(md("v1", canary_spec(steps)));
-    w.settle();
-    w.set_version("v2");
-    w.settle();
-    assert_eq!((w.route, w.status().phase), (Some(20), Some(Phase::Paused)));
+    let mut w = canary_paused();
     let quiet = w.step();
     assert_eq!(quiet.route_weight, None, "a hold writes nothing");
     // Someone else edits the route.

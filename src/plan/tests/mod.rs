@@ -216,6 +216,17 @@ fn gradual_policy(on_unhealthy: &str) -> PolicyObservation {
     ))
 }
 
+/// A canary of r2 at 20% in an open pause, r1 stable.
+fn canary_paused() -> World {
+    let steps = serde_json::json!([{"setWeight": 20}, {"pause": {}}]);
+    let mut w = World::new(md("v1", canary_spec(steps)));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    assert_eq!((w.route, w.status().phase), (Some(20), Some(Phase::Paused)));
+    w
+}
+
 /// A canary at 60% (then an open pause), with a gradual rollback policy.
 fn canary_at_60(on_unhealthy: &str) -> World {
     let steps = serde_json::json!([{"setWeight": 60}, {"pause": {}}]);

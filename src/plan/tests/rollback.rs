@@ -79,17 +79,6 @@ fn bad_values_change_nothing_but_the_annotation_condition() {
     }
 }
 
-/// A canary of r2 at 20% in an open pause, r1 stable.
-fn canary_paused() -> World {
-    let steps = serde_json::json!([{"setWeight": 20}, {"pause": {}}]);
-    let mut w = World::new(md("v1", canary_spec(steps)));
-    w.settle();
-    w.set_version("v2");
-    w.settle();
-    assert_eq!((w.route, w.status().phase), (Some(20), Some(Phase::Paused)));
-    w
-}
-
 fn overridden(p: &Plan, key: &str) -> bool {
     p.events
         .iter()
