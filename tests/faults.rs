@@ -73,6 +73,32 @@ impl Scene {
         request
     }
 
+    /// With no operator running, waits until half of the `secs`-long hold `step` has
+    /// passed, starts the operator that takes over, and checks that the hold ends (the
+    /// route reads `next`) on its first clock: not before `secs`, and well before a hold
+    /// restarted from zero would (`secs` more than half of it later).
+    async fn take_over_halfway(&self, step: &CanaryStepState, secs: u64, next: i32) -> Operator {
+        let started =
+            std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(step.started_at.as_millisecond() as u64);
+        let half = started + Duration::from_secs(secs / 2);
+        if let Ok(left) = half.duration_since(std::time::SystemTime::now()) {
+            tokio::time::sleep(left).await;
+        }
+        let op = self.operator();
+        let seen = wait_weight(&self.apis, next).await;
+        let seen = std::time::SystemTime::now() - seen.elapsed();
+        let held = seen.duration_since(started).unwrap_or_default();
+        assert!(
+            held >= Duration::from_secs(secs) - Duration::from_millis(300),
+            "the hold was cut short: {held:?}"
+        );
+        assert!(
+            held < Duration::from_secs(secs + secs / 2 - 4),
+            "the hold was restarted from zero: {held:?} instead of {secs}s"
+        );
+        op
+    }
+
     async fn md(&self) -> ModelDeployment {
         self.apis.md.get("chat").await.expect("reading the ModelDeployment")
     }
@@ -173,25 +199,7 @@ async fn killed_in_a_timed_pause_the_pause_is_not_restarted_from_zero() {
         .await
         .expect("the pause step on chat-r2");
     assert_eq!(paused.index, 1, "killed in the pause");
-    let started = std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(paused.started_at.as_millisecond() as u64);
-
-    // Down for half the pause; a pause restarted from zero would end 10 s later than due.
-    let half = started + Duration::from_secs(PAUSE / 2);
-    if let Ok(left) = half.duration_since(std::time::SystemTime::now()) {
-        tokio::time::sleep(left).await;
-    }
-    let _op = s.operator();
-    let at_50 = wait_weight(&s.apis, 50).await;
-    let at_50 = std::time::SystemTime::now() - at_50.elapsed();
-    let held = at_50.duration_since(started).unwrap_or_default();
-    assert!(
-        held >= Duration::from_secs(PAUSE) - Duration::from_millis(300),
-        "the pause was cut short: {held:?}"
-    );
-    assert!(
-        held < Duration::from_secs(PAUSE + PAUSE / 2 - 4),
-        "the pause was restarted from zero: {held:?} instead of {PAUSE}s"
-    );
+    let _op = s.take_over_halfway(&paused, PAUSE, 50).await;
     let next = wait_object(&s.apis.deployments, "chat-r2", SECS_60, |d| {
         let step = d.metadata.annotations.as_ref().and_then(|a| a.get(CANARY_STEP));
         step.and_then(|v| CanaryStepState::from_annotation(v))
@@ -227,24 +235,7 @@ async fn killed_in_a_gradual_rollback_hold_the_hold_and_the_record_are_kept() {
     let record = before.last_rollback.clone().expect("lastRollback");
     let hold = s.step_on("chat-r2", ROLLBACK_STEP).await.expect("the hold on chat-r2");
     assert_eq!(hold.index, 0, "killed in the hold at 50%");
-    let started = std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(hold.started_at.as_millisecond() as u64);
-
-    let half = started + Duration::from_secs(HOLD / 2);
-    if let Ok(left) = half.duration_since(std::time::SystemTime::now()) {
-        tokio::time::sleep(left).await;
-    }
-    let _op = s.operator();
-    let at_20 = wait_weight(&s.apis, 20).await;
-    let at_20 = std::time::SystemTime::now() - at_20.elapsed();
-    let held = at_20.duration_since(started).unwrap_or_default();
-    assert!(
-        held >= Duration::from_secs(HOLD) - Duration::from_millis(300),
-        "the hold was cut short: {held:?}"
-    );
-    assert!(
-        held < Duration::from_secs(HOLD + HOLD / 2 - 4),
-        "the hold was restarted from zero: {held:?} instead of {HOLD}s"
-    );
+    let _op = s.take_over_halfway(&hold, HOLD, 20).await;
     let md = s
         .apis
         .wait_md("chat", "the rollback completed", Duration::from_secs(90), |md| {
