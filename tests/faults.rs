@@ -322,6 +322,11 @@ async fn killed_while_a_cold_rollback_target_scales_up_the_rollback_is_not_start
         s.apis.events("chat", "RollbackRequested").await.is_empty(),
         "no second rollback requested"
     );
+    let replayed = s.apis.wait_event("chat", "AlreadyRollingBack", None).await;
+    assert!(
+        replayed.is_some(),
+        "the replayed request says the rollback is under way"
+    );
     assert_eq!(
         s.apis.events("chat", "AlreadyRollingBack").await.len(),
         1,
@@ -329,4 +334,119 @@ async fn killed_while_a_cold_rollback_target_scales_up_the_rollback_is_not_start
     );
     s.assert_history(&md, &[1, 2]).await;
     assert_eq!(s.apis.service_revision("chat").await, Some(1));
+}
+
+/// A provider on loopback reading `value` for every query, and a RollbackPolicy `llm` whose
+/// Critical trigger breaches above 0.1, judged every second, with a guard window and a
+/// verification window of `window`.
+async fn judged_by(s: &Scene, window: &str) -> support::slow_provider::SlowProvider {
+    use support::slow_provider::{Answer, SlowProvider};
+    let provider = SlowProvider::start(Answer::Now).await;
+    s.apis
+        .create_policy(
+            "llm",
+            json!({"provider": {"prometheus": {"address": provider.address, "timeout": "2s"}},
+                   "interval": "1s", "guardWindow": window, "verification": {"window": window},
+                   "triggers": [{"name": "error-rate", "query": "vector(0)", "operator": "Gt",
+                                 "threshold": 0.1, "severity": "Critical"}]}),
+        )
+        .await;
+    provider
+}
+
+const BREACH: &str =
+    r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1.7e9,"0.5"]}]}}"#;
+
+#[tokio::test]
+async fn killed_in_the_guard_window_the_window_is_kept_and_a_breach_still_rolls_back() {
+    use support::slow_provider::Answer;
+    let s = Scene::new("fault-guard").await;
+    let provider = judged_by(&s, "1h").await;
+    let mut op = s.operator_behind_proxy();
+    s.apis
+        .roll_out("chat", &["v1"], 1, json!({"rollbackPolicyRef": {"name": "llm"}}))
+        .await;
+    // Killed after the status write that records r2's promotion (its guard window opens).
+    s.kill_after(
+        &mut op,
+        status_write_with("revision 2 (version v2) serves all traffic"),
+        async {
+            s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+        },
+    )
+    .await;
+    let promoted = |md: &ModelDeployment| {
+        md.status
+            .as_ref()
+            .and_then(|st| st.history.iter().find(|h| h.revision == 2))
+            .and_then(|h| h.promoted_at.clone())
+    };
+    let before = promoted(&s.md().await);
+    let _op = s.operator();
+    let md = s.apis.wait_healthy("chat", 2).await;
+    assert!(before.is_some(), "killed after r2's promotion was recorded");
+    assert_eq!(promoted(&md), before, "the guard window keeps its start");
+    provider.set(Answer::Respond(200, BREACH));
+    let record = s
+        .apis
+        .wait_rolled_back("chat", 1, Some(rollguard::api::RollbackTrigger::Metric))
+        .await;
+    assert_eq!((record.from_revision, record.to_revision), (2, 1));
+    let md = s.md().await;
+    s.assert_history(&md, &[1, 2]).await;
+}
+
+#[tokio::test]
+async fn killed_during_verification_the_window_keeps_its_start_and_passes_once() {
+    const WINDOW: u64 = 16;
+    let s = Scene::new("fault-verify").await;
+    let _provider = judged_by(&s, &format!("{WINDOW}s")).await;
+    let mut op = s.operator_behind_proxy();
+    s.apis
+        .roll_out("chat", &["v1", "v2"], 1, json!({"rollbackPolicyRef": {"name": "llm"}}))
+        .await;
+    // Killed after the status write that completes the rollback with verification Pending.
+    s.kill_after(&mut op, status_write_with("\"verification\":\"Pending\""), async {
+        s.apis.annotate("chat", "rollguard.dev/rollback-to", "previous").await;
+    })
+    .await;
+    let record = s
+        .md()
+        .await
+        .status
+        .and_then(|st| st.last_rollback)
+        .expect("lastRollback recorded before the kill");
+    let completed = record.completed_at.clone().expect("completed");
+    // Down for half the window: a window restarted from zero would end 8 s later than due.
+    let half = completed.0 + jiff::SignedDuration::from_secs((WINDOW / 2) as i64);
+    let left = jiff::Timestamp::now().duration_until(half);
+    if left.is_positive() {
+        tokio::time::sleep(left.unsigned_abs()).await;
+    }
+    let _op = s.operator();
+    let md = s
+        .apis
+        .wait_md("chat", "verification Passed", SECS_60, |md| {
+            md.status
+                .as_ref()
+                .and_then(|st| st.last_rollback.as_ref())
+                .is_some_and(|r| r.verification == Some(rollguard::api::Verification::Passed))
+        })
+        .await;
+    let after = md.status.and_then(|st| st.last_rollback).expect("lastRollback");
+    assert_eq!(after.started_at, record.started_at, "the same rollback");
+    assert_eq!(after.completed_at, Some(completed.clone()), "completed once");
+    let ended = jiff::Timestamp::now().duration_since(completed.0);
+    assert!(
+        ended < jiff::SignedDuration::from_secs((WINDOW + WINDOW / 2 - 3) as i64),
+        "the verification window was restarted: it ended {ended} after the rollback ({WINDOW}s)"
+    );
+    // Events follow the status write that records them.
+    let passed = s.apis.wait_event("chat", "VerificationPassed", None).await;
+    assert!(passed.is_some(), "a VerificationPassed Event");
+    assert_eq!(
+        s.apis.events("chat", "VerificationPassed").await.len(),
+        1,
+        "passed once"
+    );
 }
