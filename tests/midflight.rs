@@ -122,13 +122,15 @@ async fn a_policy_deleted_mid_canary_leaves_the_canary_unjudged_and_it_can_be_pr
         .expect("deleting the policy");
     let md = s
         .apis
-        .wait_md("chat", "PolicyResolved=False", SECS_60, |md| {
+        .wait_md("chat", "PolicyResolved=False, the canary paused", SECS_60, |md| {
             condition(md, "PolicyResolved").is_some_and(|c| c.0 == "False")
+                && md.status.as_ref().is_some_and(|st| st.phase == Some(Phase::Paused))
         })
         .await;
+    let status = md.status.expect("status");
     assert_eq!(
-        md.status.and_then(|st| st.phase),
-        Some(Phase::Paused),
+        (status.canary_weight, status.current_step_index),
+        (Some(60), Some(1)),
         "the canary holds its step"
     );
     s.apis.annotate("chat", "rollguard.dev/promote", "true").await;
