@@ -88,14 +88,10 @@ async fn restart_api_server_and_etcd(client: &kube::Client) {
     assert!(ready.is_some(), "the API server did not come back");
 }
 
-async fn step_on(apis: &Apis, name: &str, key: &str) -> Option<CanaryStepState> {
-    let d = apis.deployments.get(name).await.expect("reading the Deployment");
-    CanaryStepState::from_annotation(d.metadata.annotations?.get(key)?)
-}
-
 fn since(at: &CanaryStepState) -> Duration {
-    let started = std::time::UNIX_EPOCH + Duration::from_millis(at.started_at.as_millisecond() as u64);
-    std::time::SystemTime::now().duration_since(started).unwrap_or_default()
+    std::time::SystemTime::now()
+        .duration_since(started(at))
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -122,7 +118,7 @@ async fn a_control_plane_restart_mid_pause_and_mid_rollback_resumes_where_it_was
             .is_some_and(|s| s.phase == Some(Phase::Paused) && s.current_step_index == Some(1))
     })
     .await;
-    let pause = step_on(&apis, "chat-r2", CANARY_STEP).await.expect("the pause step");
+    let pause = apis.step_on("chat-r2", CANARY_STEP).await.expect("the pause step");
     restart_api_server_and_etcd(&cluster.client).await;
     wait_weight(&apis, 60).await;
     let held = since(&pause);
@@ -146,7 +142,7 @@ async fn a_control_plane_restart_mid_pause_and_mid_rollback_resumes_where_it_was
         })
         .await;
     let record = md.status.and_then(|s| s.last_rollback).expect("lastRollback");
-    let hold = step_on(&apis, "chat-r2", ROLLBACK_STEP).await.expect("the hold");
+    let hold = apis.step_on("chat-r2", ROLLBACK_STEP).await.expect("the hold");
     restart_api_server_and_etcd(&cluster.client).await;
     wait_weight(&apis, 20).await;
     let held = since(&hold);

@@ -103,11 +103,7 @@ async fn rollback_to_previous_restores_r1_and_holds_r2_until_retry() {
     apis.annotate("chat", "rollguard.dev/rollback-to", "previous").await;
     let md = apis
         .wait_md("chat", "rolled back to r1, annotation consumed", SECS_60, |md| {
-            let consumed = !md
-                .metadata
-                .annotations
-                .as_ref()
-                .is_some_and(|a| a.contains_key("rollguard.dev/rollback-to"));
+            let consumed = !has_annotation(md, "rollguard.dev/rollback-to");
             consumed
                 && md
                     .status

@@ -29,13 +29,7 @@ fn canary_spec(steps: serde_json::Value) -> serde_json::Value {
 }
 
 async fn setup(prefix: &str) -> (TestNamespace, Apis, Operator) {
-    let cluster = cluster().await;
-    apply_router_crds(&cluster.client).await;
-    let ns = TestNamespace::create(&cluster.client, prefix).await;
-    let apis = Apis::new(&cluster.client, &ns.name);
-    create_route(&apis).await;
-    let op = Operator::start_with(&ns.name, &["--resync-seconds", "2"]);
-    (ns, apis, op)
+    with_route(prefix, &["--resync-seconds", "2"]).await
 }
 
 #[tokio::test]

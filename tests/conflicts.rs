@@ -15,13 +15,7 @@ use support::*;
 const SECS_60: Duration = Duration::from_secs(60);
 
 async fn setup(prefix: &str) -> (TestNamespace, Apis, Operator) {
-    let cluster = cluster().await;
-    apply_router_crds(&cluster.client).await;
-    let ns = TestNamespace::create(&cluster.client, prefix).await;
-    let apis = Apis::new(&cluster.client, &ns.name);
-    create_route(&apis).await;
-    let op = Operator::start_with(&ns.name, &["--resync-seconds", "1"]);
-    (ns, apis, op)
+    with_route(prefix, &["--resync-seconds", "1"]).await
 }
 
 /// Writes several annotations in one request, as one `kubectl annotate a=.. b=..` does.
@@ -126,11 +120,7 @@ async fn two_rollback_targets_in_quick_succession_end_on_the_last_one_written() 
     apis.annotate("chat", "rollguard.dev/rollback-to", "1").await;
     let md = apis
         .wait_md("chat", "annotation consumed, r1 stable", SECS_60, |md| {
-            let consumed = !md
-                .metadata
-                .annotations
-                .as_ref()
-                .is_some_and(|a| a.contains_key("rollguard.dev/rollback-to"));
+            let consumed = !has_annotation(md, "rollguard.dev/rollback-to");
             consumed
                 && md.status.as_ref().is_some_and(|s| {
                     s.stable_revision == Some(1)
@@ -179,10 +169,7 @@ async fn a_request_on_a_model_deployment_being_deleted_changes_nothing() {
     assert!(services.is_some(), "its Services are garbage-collected, not recreated");
     let md = apis.md.get("chat").await.expect("still there, held by the finalizer");
     assert!(
-        md.metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key("rollguard.dev/rollback-to")),
+        has_annotation(&md, "rollguard.dev/rollback-to"),
         "the request was not handled"
     );
     let release = json!({"metadata": {"finalizers": null}});

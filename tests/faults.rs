@@ -78,8 +78,7 @@ impl Scene {
     /// route reads `next`) on its first clock: not before `secs`, and well before a hold
     /// restarted from zero would (`secs` more than half of it later).
     async fn take_over_halfway(&self, step: &CanaryStepState, secs: u64, next: i32) -> Operator {
-        let started =
-            std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(step.started_at.as_millisecond() as u64);
+        let started = started(step);
         let half = started + Duration::from_secs(secs / 2);
         if let Ok(left) = half.duration_since(std::time::SystemTime::now()) {
             tokio::time::sleep(left).await;
@@ -101,13 +100,6 @@ impl Scene {
 
     async fn md(&self) -> ModelDeployment {
         self.apis.md.get("chat").await.expect("reading the ModelDeployment")
-    }
-
-    /// The step annotation `key` on Deployment `name`.
-    async fn step_on(&self, name: &str, key: &str) -> Option<CanaryStepState> {
-        let d = self.apis.deployments.get(name).await.expect("reading the Deployment");
-        let value = d.metadata.annotations?.get(key)?.clone();
-        CanaryStepState::from_annotation(&value)
     }
 
     /// History and ControllerRevisions: one per revision, no duplicate number.
@@ -176,7 +168,11 @@ async fn killed_between_a_canary_weight_write_and_its_status_write_no_step_is_re
     let weights = weights(&log);
     assert_eq!(weights, vec![0, 10, 30], "each step once, in order");
     s.assert_history(&md, &[1, 2]).await;
-    let step = s.step_on("chat-r2", CANARY_STEP).await.expect("the step on chat-r2");
+    let step = s
+        .apis
+        .step_on("chat-r2", CANARY_STEP)
+        .await
+        .expect("the step on chat-r2");
     assert_eq!(step.index, 2, "the pause is the step being run");
 }
 
@@ -195,6 +191,7 @@ async fn killed_in_a_timed_pause_the_pause_is_not_restarted_from_zero() {
     })
     .await;
     let paused = s
+        .apis
         .step_on("chat-r2", CANARY_STEP)
         .await
         .expect("the pause step on chat-r2");
@@ -233,7 +230,11 @@ async fn killed_in_a_gradual_rollback_hold_the_hold_and_the_record_are_kept() {
     .await;
     let before = s.md().await.status.expect("status");
     let record = before.last_rollback.clone().expect("lastRollback");
-    let hold = s.step_on("chat-r2", ROLLBACK_STEP).await.expect("the hold on chat-r2");
+    let hold = s
+        .apis
+        .step_on("chat-r2", ROLLBACK_STEP)
+        .await
+        .expect("the hold on chat-r2");
     assert_eq!(hold.index, 0, "killed in the hold at 50%");
     let _op = s.take_over_halfway(&hold, HOLD, 20).await;
     let md = s
@@ -289,9 +290,8 @@ async fn killed_while_a_cold_rollback_target_scales_up_the_rollback_is_not_start
         .and_then(|st| st.last_rollback.clone())
         .expect("lastRollback recorded before the kill");
     assert!(record.completed_at.is_none(), "killed while the target scales up");
-    let annotated = before.metadata.annotations.as_ref();
     assert!(
-        annotated.is_some_and(|a| a.contains_key("rollguard.dev/rollback-to")),
+        has_annotation(&before, "rollguard.dev/rollback-to"),
         "killed before the annotation was consumed"
     );
 

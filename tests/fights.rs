@@ -19,12 +19,7 @@ use support::*;
 const SECS_60: Duration = Duration::from_secs(60);
 
 async fn setup(prefix: &str) -> (TestNamespace, Apis, Operator, String) {
-    let cluster = cluster().await;
-    apply_router_crds(&cluster.client).await;
-    let ns = TestNamespace::create(&cluster.client, prefix).await;
-    let apis = Apis::new(&cluster.client, &ns.name);
-    create_route(&apis).await;
-    let op = Operator::start_with(&ns.name, &["--resync-seconds", "1", "--metrics-address", "127.0.0.1:0"]);
+    let (ns, apis, op) = with_route(prefix, &["--resync-seconds", "1", "--metrics-address", "127.0.0.1:0"]).await;
     let address = metrics_address(&op).await;
     (ns, apis, op, address)
 }

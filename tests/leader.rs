@@ -145,11 +145,7 @@ async fn a_leader_killed_at_50_percent_is_followed_without_a_double_step_and_a_p
             })
         })
         .await;
-    let consumed = md
-        .metadata
-        .annotations
-        .as_ref()
-        .is_none_or(|a| !a.contains_key("rollguard.dev/promote"));
+    let consumed = !has_annotation(&md, "rollguard.dev/promote");
     assert!(consumed, "the promote was handled");
     let weights = weights(&log);
     assert_eq!(weights, vec![0, 10, 50, 80], "no step twice, the promote applied once");

@@ -12,12 +12,7 @@ use support::*;
 
 #[tokio::test]
 async fn a_64_step_canary_runs_to_completion() {
-    let cluster = cluster().await;
-    apply_router_crds(&cluster.client).await;
-    let ns = TestNamespace::create(&cluster.client, "limit-steps").await;
-    let apis = Apis::new(&cluster.client, &ns.name);
-    create_route(&apis).await;
-    let _op = Operator::start_with(&ns.name, &["--resync-seconds", "2"]);
+    let (_ns, apis, _op) = with_route("limit-steps", &["--resync-seconds", "2"]).await;
     // 1%, 2%, ... 63%, then 100%: every step moves the weight.
     let steps: Vec<serde_json::Value> = (1..=63)
         .map(|w| json!({"setWeight": w}))

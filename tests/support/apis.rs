@@ -86,6 +86,12 @@ impl Apis {
         md.status.and_then(|s| s.last_rollback).expect("lastRollback")
     }
 
+    /// The step annotation `key` (canary or rollback step) on the Deployment `name`.
+    pub async fn step_on(&self, name: &str, key: &str) -> Option<rollguard::plan::CanaryStepState> {
+        let d = self.deployments.get(name).await.expect("reading the Deployment");
+        rollguard::plan::CanaryStepState::from_annotation(d.metadata.annotations?.get(key)?)
+    }
+
     /// Merge-patches the spec.
     pub async fn patch_spec(&self, name: &str, spec: serde_json::Value) {
         self.md
@@ -286,4 +292,14 @@ pub fn condition(md: &ModelDeployment, type_: &str) -> Option<(String, String, S
         .iter()
         .find(|c| c.type_ == type_)
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// When a step started, as a system time (to compare with `SystemTime::now()`).
+pub fn started(step: &rollguard::plan::CanaryStepState) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(step.started_at.as_millisecond()).unwrap_or(0))
+}
+
+/// Whether the ModelDeployment still carries the annotation `key`.
+pub fn has_annotation(md: &ModelDeployment, key: &str) -> bool {
+    md.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(key))
 }

@@ -10,6 +10,18 @@ use serde_json::json;
 
 use super::{Apis, route_target, wait_for, wait_object};
 
+/// A namespace of its own with the router CRDs, the HTTPRoute `chat` and the operator,
+/// started with `args`.
+pub async fn with_route(prefix: &str, args: &[&str]) -> (super::TestNamespace, Apis, super::Operator) {
+    let cluster = super::cluster().await;
+    super::apply_router_crds(&cluster.client).await;
+    let ns = super::TestNamespace::create(&cluster.client, prefix).await;
+    let apis = Apis::new(&cluster.client, &ns.name);
+    create_route(&apis).await;
+    let op = super::Operator::start_with(&ns.name, args);
+    (ns, apis, op)
+}
+
 /// The HTTPRoutes of the test namespace.
 pub fn routes(apis: &Apis) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
