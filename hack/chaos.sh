@@ -22,6 +22,7 @@ ROWS=(
   "faults|killed_during_verification_the_window_keeps_its_start_and_passes_once|SIGKILL after the rollback's status write|verification window|window start kept, Passed once"
   "apiserver_restart|a_control_plane_restart_mid_pause_and_mid_rollback_resumes_where_it_was_and_writes_nothing_twice|etcd + API server restart|timed pause, gradual hold|resumes on its clocks, nothing twice"
   "leader|a_leader_killed_at_50_percent_is_followed_without_a_double_step_and_a_promote_written_meanwhile_applies_once|leader SIGKILL after a weight write|canary at 50%, promote meanwhile|no double step, promote once"
+  "canary|a_canary_walking_its_steps_never_flaps|none (every status watched)|six-step canary, three pauses|nothing flaps"
   "restart|an_operator_killed_at_any_point_of_a_rollout_converges_with_history_intact|SIGKILL at blind delays|create, pause, rollback|history intact"
   "leader|only_the_leader_reconciles_and_a_follower_takes_over_when_it_dies|leader SIGKILL|steady state|follower takes the Lease"
   "slow_metrics|a_manual_rollback_does_not_wait_for_a_hanging_provider|Prometheus hangs|guard window|rollback within 2.5 s"

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use rollguard::api::Phase;
-use rollguard::api::owned_annotations::{CANARY_STEP, ROLLBACK_STEP};
+use rollguard::api::labels::{CANARY_STEP, ROLLBACK_STEP};
 use rollguard::plan::CanaryStepState;
 use serde_json::json;
 use support::httproute::*;

@@ -240,3 +240,48 @@ async fn a_route_that_does_not_reference_our_services_holds_the_canary_and_is_le
     assert_eq!(after.metadata.resource_version, created.metadata.resource_version);
     assert_eq!(apis.service_revision("chat").await, Some(1));
 }
+
+/// The step number in a canary status message ("... (step 4 of 6) ...").
+fn step_in(message: &str) -> Option<u32> {
+    let rest = &message[message.find("(step ")? + "(step ".len()..];
+    rest.split(' ').next()?.parse().ok()
+}
+
+#[tokio::test]
+async fn a_canary_walking_its_steps_never_flaps() {
+    let (_ns, apis, _op) = setup("canary-flap").await;
+    let steps = json!([{"setWeight": 20}, {"pause": {"duration": "1s"}}, {"setWeight": 50}, {"pause": {}},
+                       {"setWeight": 80}, {"pause": {"duration": "1s"}}]);
+    apis.roll_out("chat", &["v1"], 1, canary_spec(steps)).await;
+    let log = record_statuses(&apis.md, "chat").await;
+
+    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    wait_paused_at(&apis, 3).await;
+    apis.annotate("chat", "rollguard.dev/promote", "true").await;
+    apis.wait_healthy("chat", 2).await;
+
+    // Every status the operator wrote, seen through the watch: once the canary revision is
+    // Available and walking its steps, no status goes back to "starting", no step is
+    // revisited, and only the pauses report Paused.
+    let seen = statuses(&log);
+    let walking = seen
+        .iter()
+        .position(|(_, m)| m.starts_with("canary revision 2"))
+        .unwrap_or_else(|| panic!("the canary never walked: {seen:#?}"));
+    let mut last_step = 0;
+    for (phase, message) in &seen[walking..] {
+        assert!(!message.contains("starting"), "flapped back to starting: {seen:#?}");
+        if let Some(step) = step_in(message) {
+            assert!(step >= last_step, "step {step} after step {last_step}: {seen:#?}");
+            last_step = step;
+            if *phase == Some(Phase::Paused) {
+                assert!(
+                    [2, 4, 6].contains(&step),
+                    "Paused outside a pause, at step {step}: {seen:#?}"
+                );
+            }
+        }
+    }
+    assert_eq!(last_step, 6, "every step was reported: {seen:#?}");
+    assert_eq!(seen.last().and_then(|(p, _)| *p), Some(Phase::Healthy), "{seen:#?}");
+}

@@ -12,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use kube::api::ListParams;
-use rollguard::api::owned_annotations::{CANARY_STEP, ROLLBACK_STEP};
+use rollguard::api::labels::{CANARY_STEP, ROLLBACK_STEP};
 use rollguard::api::{ModelDeployment, Phase, RevisionPhase};
 use rollguard::plan::CanaryStepState;
 use serde_json::json;
@@ -198,9 +198,7 @@ async fn killed_in_a_timed_pause_the_pause_is_not_restarted_from_zero() {
     assert_eq!(paused.index, 1, "killed in the pause");
     let _op = s.take_over_halfway(&paused, PAUSE, 50).await;
     let next = wait_object(&s.apis.deployments, "chat-r2", SECS_60, |d| {
-        let step = d.metadata.annotations.as_ref().and_then(|a| a.get(CANARY_STEP));
-        step.and_then(|v| CanaryStepState::from_annotation(v))
-            .is_some_and(|st| st.index == 3)
+        step_label(d, CANARY_STEP).is_some_and(|st| st.index == 3)
     })
     .await;
     assert!(next.is_some(), "the open pause after 50% is the step being run");

@@ -202,6 +202,27 @@ proptest! {
         prop_assert_eq!(CanaryStepState::from_annotation(&state.to_annotation()), Some(state));
     }
 
+    /// Step and time labels: any text (a label someone else edited) is a state or nothing;
+    /// what rollguard writes is a valid label value (at most 63 characters, alphanumeric at
+    /// both ends, only `-_.` between) and reads back to the nanosecond.
+    #[test]
+    fn step_labels_are_valid_label_values_and_read_back(s in text(), index in 0i32..i32::MAX, nanos in 0i128..253_402_300_799_000_000_000) {
+        let _ = CanaryStepState::from_label(&s);
+        let _ = rollguard::plan::time_from_label(&s);
+        let state = CanaryStepState {
+            index,
+            started_at: jiff::Timestamp::from_nanosecond(nanos).map_err(|e| TestCaseError::fail(format!("{e}")))?,
+        };
+        let value = state.to_label();
+        prop_assert!(value.len() <= 63, "{value} is longer than a label value may be");
+        prop_assert!(value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)), "{value}");
+        prop_assert!(value.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric()), "{value}");
+        prop_assert!(value.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric()), "{value}");
+        prop_assert_eq!(CanaryStepState::from_label(&value), Some(state));
+        let t = rollguard::plan::time_to_label(state.started_at);
+        prop_assert_eq!(rollguard::plan::time_from_label(&t), Some(state.started_at));
+    }
+
     /// Any template with any values: never a panic; a template that passes the check
     /// without values fails with values only because a value cannot stand bare.
     #[test]

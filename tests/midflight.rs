@@ -122,16 +122,15 @@ async fn a_policy_deleted_mid_canary_leaves_the_canary_unjudged_and_it_can_be_pr
         .expect("deleting the policy");
     let md = s
         .apis
-        .wait_md("chat", "PolicyResolved=False, the canary paused", SECS_60, |md| {
+        .wait_md("chat", "PolicyResolved=False", SECS_60, |md| {
             condition(md, "PolicyResolved").is_some_and(|c| c.0 == "False")
-                && md.status.as_ref().is_some_and(|st| st.phase == Some(Phase::Paused))
         })
         .await;
     let status = md.status.expect("status");
     assert_eq!(
-        (status.canary_weight, status.current_step_index),
-        (Some(60), Some(1)),
-        "the canary holds its step"
+        (status.phase, status.canary_weight, status.current_step_index),
+        (Some(Phase::Paused), Some(60), Some(1)),
+        "the canary holds its step, paused (the first status that says the policy is gone)"
     );
     s.apis.annotate("chat", "rollguard.dev/promote", "true").await;
     let md = s.apis.wait_healthy("chat", 2).await;

@@ -38,19 +38,30 @@ pub mod labels {
     pub const REVISION: &str = "rollguard.dev/revision";
     /// `spec.model.version` of the revision (on its ControllerRevision).
     pub const VERSION: &str = "rollguard.dev/version";
+    /// When the current rollout of a revision started (Deployment), in nanoseconds since
+    /// the Unix epoch; the progress deadline counts from here.
+    ///
+    /// Rollout state lives in labels, not annotations: the API server moves a Deployment's
+    /// `metadata.generation` on for every annotation change (they are copied to its
+    /// ReplicaSets), which would make its status look stale after each step write.
+    pub const PROGRESS_STARTED_AT: &str = "rollguard.dev/progress-started-at";
+    /// The canary step being run and when it started (Deployment): `<index>.<unix nanos>`.
+    pub const CANARY_STEP: &str = "rollguard.dev/canary-step";
+    /// The gradual-rollback step being held and when it started (Deployment of the revision
+    /// being left): `<index>.<unix nanos>`.
+    pub const ROLLBACK_STEP: &str = "rollguard.dev/rollback-step";
 }
 
 /// Annotations that rollguard puts on the objects it owns.
 pub mod owned_annotations {
     /// The revision hash (ControllerRevision, Deployment).
     pub const HASH: &str = "rollguard.dev/hash";
-    /// When the current rollout of a revision started (Deployment); the progress deadline
-    /// counts from here.
+    /// Where earlier versions kept [`super::labels::PROGRESS_STARTED_AT`] (RFC 3339);
+    /// read when the label is missing, so an upgrade mid-rollout resumes it.
     pub const PROGRESS_STARTED_AT: &str = "rollguard.dev/progress-started-at";
-    /// The canary step being run and when it started (Deployment): `<index> <time>`.
+    /// Where earlier versions kept [`super::labels::CANARY_STEP`]: `<index> <RFC 3339>`.
     pub const CANARY_STEP: &str = "rollguard.dev/canary-step";
-    /// The gradual-rollback step being held and when it started (Deployment of the revision
-    /// being left): `<index> <time>`.
+    /// Where earlier versions kept [`super::labels::ROLLBACK_STEP`]: `<index> <RFC 3339>`.
     pub const ROLLBACK_STEP: &str = "rollguard.dev/rollback-step";
 }
 

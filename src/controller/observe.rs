@@ -11,7 +11,8 @@ use super::cache::{self, Stores, Written};
 use super::resources::{self, Owner, canary_service_name, stable_service_name};
 use crate::api::{ModelDeployment, TrafficRouting, labels, owned_annotations};
 use crate::plan::{
-    CanaryStepState, Observed, ObservedDeployment, ObservedRevision, PolicyObservation, RouteObservation, ServiceTarget,
+    CanaryStepState, Observed, ObservedDeployment, ObservedRevision, PolicyObservation, RouteObservation,
+    ServiceTarget, time_from_label,
 };
 use crate::revision::Snapshot;
 use crate::traffic::{Backends, Route, Router};
@@ -146,18 +147,19 @@ fn observe_deployment(d: &Deployment) -> ObservedDeployment {
     let available_replicas = status.available_replicas.unwrap_or(0);
     let total = status.replicas.unwrap_or(0);
     let available = current && updated >= replicas && available_replicas >= replicas && total <= replicas;
-    let progress_started_at = d
-        .annotations()
-        .get(owned_annotations::PROGRESS_STARTED_AT)
-        .and_then(|v| v.parse::<Timestamp>().ok());
-    let canary_step = d
-        .annotations()
-        .get(owned_annotations::CANARY_STEP)
-        .and_then(|v| CanaryStepState::from_annotation(v));
-    let rollback_step = d
-        .annotations()
-        .get(owned_annotations::ROLLBACK_STEP)
-        .and_then(|v| CanaryStepState::from_annotation(v));
+    // The labels rollguard writes; the annotations of earlier versions when they are missing.
+    let label = |key: &str| d.labels().get(key).map(String::as_str);
+    let annotation = |key: &str| d.annotations().get(key).map(String::as_str);
+    let step = |label_key: &str, annotation_key: &str| match label(label_key) {
+        Some(v) => CanaryStepState::from_label(v),
+        None => annotation(annotation_key).and_then(CanaryStepState::from_annotation),
+    };
+    let progress_started_at = match label(labels::PROGRESS_STARTED_AT) {
+        Some(v) => time_from_label(v),
+        None => annotation(owned_annotations::PROGRESS_STARTED_AT).and_then(|v| v.parse::<Timestamp>().ok()),
+    };
+    let canary_step = step(labels::CANARY_STEP, owned_annotations::CANARY_STEP);
+    let rollback_step = step(labels::ROLLBACK_STEP, owned_annotations::ROLLBACK_STEP);
     ObservedDeployment {
         rollback_step,
         replicas,
@@ -167,5 +169,82 @@ fn observe_deployment(d: &Deployment) -> ObservedDeployment {
         canary_step,
         template_drifted: false,
         generation: d.metadata.generation.unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
+
+    use super::*;
+
+    fn deployment(generation: i64, observed: i64, labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Deployment {
+        let map = |kv: &[(&str, &str)]| Some(kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        let mut d = Deployment::default();
+        d.metadata.generation = Some(generation);
+        d.metadata.labels = map(labels);
+        d.metadata.annotations = map(annotations);
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(observed),
+            replicas: Some(1),
+            updated_replicas: Some(1),
+            ready_replicas: Some(1),
+            available_replicas: Some(1),
+            ..Default::default()
+        });
+        d
+    }
+
+    #[test]
+    fn step_state_is_read_from_labels_and_from_the_annotations_of_earlier_versions() {
+        let at: Timestamp = "2026-11-23T10:00:00.5Z".parse().unwrap_or_default();
+        let step = CanaryStepState {
+            index: 3,
+            started_at: at,
+        };
+        let labelled = deployment(
+            2,
+            2,
+            &[
+                (labels::CANARY_STEP, &step.to_label()),
+                (labels::PROGRESS_STARTED_AT, &crate::plan::time_to_label(at)),
+            ],
+            &[],
+        );
+        let seen = observe_deployment(&labelled);
+        assert_eq!(
+            (seen.canary_step, seen.rollback_step, seen.progress_started_at),
+            (Some(step), None, Some(at))
+        );
+        assert!(seen.available);
+
+        let legacy = deployment(
+            2,
+            2,
+            &[],
+            &[
+                (owned_annotations::ROLLBACK_STEP, &step.to_annotation()),
+                (owned_annotations::PROGRESS_STARTED_AT, &at.to_string()),
+            ],
+        );
+        let seen = observe_deployment(&legacy);
+        assert_eq!(
+            (seen.canary_step, seen.rollback_step, seen.progress_started_at),
+            (None, Some(step), Some(at))
+        );
+
+        // A label wins over a stale annotation; a label someone mangled is no state.
+        let both = deployment(
+            1,
+            1,
+            &[(labels::CANARY_STEP, "x.y")],
+            &[(owned_annotations::CANARY_STEP, &step.to_annotation())],
+        );
+        assert_eq!(observe_deployment(&both).canary_step, None);
+    }
+
+    #[test]
+    fn a_status_older_than_the_spec_is_not_available() {
+        assert!(!observe_deployment(&deployment(3, 2, &[], &[])).available);
     }
 }

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::{labels, owned_annotations};
-use crate::plan::{DesiredDeployment, ServiceTarget};
+use crate::plan::{DesiredDeployment, ServiceTarget, time_to_label};
 use crate::revision::Snapshot;
 
 /// Identity of the owning ModelDeployment.
@@ -66,18 +66,20 @@ pub fn controller_revision(owner: &Owner, revision: i64, snapshot: &Snapshot) ->
 pub fn deployment(owner: &Owner, revision: i64, snapshot: &Snapshot, desired: &DesiredDeployment) -> Deployment {
     let selector = revision_labels(&owner.name, revision);
     let template = pod_template(&owner.name, revision, snapshot);
-    let mut annotations = BTreeMap::from([(owned_annotations::HASH.to_string(), snapshot.hash())]);
+    // Rollout state goes in labels: an annotation change would move the generation on.
+    let mut state = BTreeMap::new();
     if let Some(t) = desired.progress_started_at {
-        annotations.insert(owned_annotations::PROGRESS_STARTED_AT.to_string(), t.to_string());
+        state.insert(labels::PROGRESS_STARTED_AT.to_string(), time_to_label(t));
     }
     if let Some(step) = desired.canary_step {
-        annotations.insert(owned_annotations::CANARY_STEP.to_string(), step.to_annotation());
+        state.insert(labels::CANARY_STEP.to_string(), step.to_label());
     }
     if let Some(step) = desired.rollback_step {
-        annotations.insert(owned_annotations::ROLLBACK_STEP.to_string(), step.to_annotation());
+        state.insert(labels::ROLLBACK_STEP.to_string(), step.to_label());
     }
     let mut metadata = meta(owner, revision_object_name(&owner.name, revision), selector.clone());
-    metadata.annotations = Some(annotations);
+    metadata.labels.get_or_insert_with(Default::default).extend(state);
+    metadata.annotations = Some([(owned_annotations::HASH.to_string(), snapshot.hash())].into());
     Deployment {
         metadata,
         spec: DeploymentSpec {

@@ -68,8 +68,53 @@ pub struct CanaryStepState {
     pub started_at: Timestamp,
 }
 
+/// A time as a label value: nanoseconds since the Unix epoch (a label value cannot hold
+/// the `:` of RFC 3339). Times before the epoch are written as the epoch.
+pub fn time_to_label(t: Timestamp) -> String {
+    t.as_nanosecond().max(0).to_string()
+}
+
+/// Parses [`time_to_label`]'s format.
+///
+/// ```
+/// use rollguard::plan::{time_from_label, time_to_label};
+/// let t: jiff::Timestamp = "2026-11-23T10:00:00.123456789Z".parse().unwrap();
+/// assert_eq!(time_from_label(&time_to_label(t)), Some(t));
+/// assert_eq!(time_from_label("soon"), None);
+/// ```
+pub fn time_from_label(value: &str) -> Option<Timestamp> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Timestamp::from_nanosecond(value.parse().ok()?).ok()
+}
+
 impl CanaryStepState {
-    /// The annotation value: `<index> <RFC 3339 time>`.
+    /// The label value: `<index>.<unix nanos>` (digits and one dot, a valid label value).
+    pub fn to_label(&self) -> String {
+        format!("{}.{}", self.index.max(0), time_to_label(self.started_at))
+    }
+
+    /// Parses [`CanaryStepState::to_label`]'s format.
+    ///
+    /// ```
+    /// use rollguard::plan::CanaryStepState;
+    /// let s = CanaryStepState { index: 2, started_at: "2026-11-23T10:00:00Z".parse().unwrap() };
+    /// assert_eq!(CanaryStepState::from_label(&s.to_label()), Some(s));
+    /// assert_eq!(CanaryStepState::from_label("garbage"), None);
+    /// ```
+    pub fn from_label(value: &str) -> Option<CanaryStepState> {
+        let (index, at) = value.split_once('.')?;
+        if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(CanaryStepState {
+            index: index.parse().ok()?,
+            started_at: time_from_label(at)?,
+        })
+    }
+
+    /// The format earlier versions wrote in an annotation: `<index> <RFC 3339 time>`.
     pub fn to_annotation(&self) -> String {
         format!("{} {}", self.index, self.started_at)
     }

@@ -86,10 +86,10 @@ impl Apis {
         md.status.and_then(|s| s.last_rollback).expect("lastRollback")
     }
 
-    /// The step annotation `key` (canary or rollback step) on the Deployment `name`.
+    /// The step label `key` (canary or rollback step) on the Deployment `name`.
     pub async fn step_on(&self, name: &str, key: &str) -> Option<rollguard::plan::CanaryStepState> {
         let d = self.deployments.get(name).await.expect("reading the Deployment");
-        rollguard::plan::CanaryStepState::from_annotation(d.metadata.annotations?.get(key)?)
+        step_label(&d, key)
     }
 
     /// Merge-patches the spec.
@@ -302,4 +302,9 @@ pub fn started(step: &rollguard::plan::CanaryStepState) -> std::time::SystemTime
 /// Whether the ModelDeployment still carries the annotation `key`.
 pub fn has_annotation(md: &ModelDeployment, key: &str) -> bool {
     md.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(key))
+}
+
+/// The step label `key` (canary or rollback step) on the Deployment `d`.
+pub fn step_label(d: &Deployment, key: &str) -> Option<rollguard::plan::CanaryStepState> {
+    rollguard::plan::CanaryStepState::from_label(d.metadata.labels.as_ref()?.get(key)?)
 }

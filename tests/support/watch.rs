@@ -79,3 +79,48 @@ where
     .await;
     waited.ok().flatten()
 }
+
+/// Every distinct `(phase, message)` a ModelDeployment's status passes through, in order,
+/// recorded by a watch from the moment [`record_statuses`] returns.
+pub type StatusLog = Arc<std::sync::Mutex<Vec<(Option<rollguard::api::Phase>, String)>>>;
+
+/// Starts recording the statuses of the ModelDeployment `name` (see [`StatusLog`]); returns
+/// once the watch delivered the current state.
+pub async fn record_statuses(api: &Api<rollguard::api::ModelDeployment>, name: &str) -> StatusLog {
+    let log: StatusLog = Arc::default();
+    let sink = log.clone();
+    let (listed_tx, listed_rx) = tokio::sync::oneshot::channel();
+    let stream = watcher(
+        api.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={name}")),
+    )
+    .default_backoff()
+    .applied_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut listed = Some(listed_tx);
+        while let Some(item) = stream.next().await {
+            let Ok(md) = item else { continue };
+            let entry = md
+                .status
+                .map(|s| (s.phase, s.message.unwrap_or_default()))
+                .unwrap_or_default();
+            if let Ok(mut v) = sink.lock()
+                && v.last() != Some(&entry)
+            {
+                v.push(entry);
+            }
+            if let Some(tx) = listed.take() {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let started = tokio::time::timeout(Duration::from_secs(30), listed_rx).await;
+    assert!(matches!(started, Ok(Ok(()))), "the watch of {name} delivered nothing");
+    log
+}
+
+/// What [`record_statuses`] saw so far.
+pub fn statuses(log: &StatusLog) -> Vec<(Option<rollguard::api::Phase>, String)> {
+    log.lock().map(|v| v.clone()).unwrap_or_default()
+}
