@@ -61,6 +61,9 @@ kubectl apply --server-side --force-conflicts -f "$(bash hack/router-crds.sh | h
 kubectl wait --for=condition=Established crd/modeldeployments.rollguard.dev crd/rollbackpolicies.rollguard.dev \
   crd/httproutes.gateway.networking.k8s.io --timeout=60s >/dev/null
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# A ModelDeployment left mid-canary by an interrupted run holds the traffic finalizer, which
+# only a running operator releases: the demo starts from a clean slate without it.
+kubectl patch modeldeployment chat -n "$NS" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
 kubectl delete modeldeployment chat -n "$NS" --ignore-not-found --wait=true >/dev/null
 
 say "starting the operator (log: $DEMO/operator.log)"

@@ -1,6 +1,6 @@
 //! Changes mid-flight, against the local control plane: the RollbackPolicy's threshold
 //! lowered or the policy deleted mid-canary and mid-gradual-rollback, and
-//! `revisionHistoryLimit` lowered mid-canary.
+//! `revisionHistoryLimit` lowered mid-canary, and the ModelDeployment deleted mid-canary.
 
 mod support;
 
@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::watcher;
-use rollguard::api::{Phase, RevisionPhase, RollbackMode, RollbackPolicy, RollbackTrigger};
+use rollguard::api::{Phase, RevisionPhase, RollbackMode, RollbackPolicy, RollbackTrigger, TRAFFIC_FINALIZER};
+use rollguard::traffic::Weights;
 use serde_json::json;
 use support::httproute::*;
 use support::slow_provider::{Answer, SlowProvider};
@@ -24,7 +25,7 @@ struct Scene {
     _ns: TestNamespace,
     apis: Apis,
     policies: Api<RollbackPolicy>,
-    _op: Operator,
+    op: Operator,
     _provider: SlowProvider,
 }
 
@@ -62,7 +63,7 @@ async fn scene(prefix: &str, hold: Option<&str>) -> Scene {
         _ns: ns,
         apis,
         policies,
-        _op: op,
+        op,
         _provider: provider,
     }
 }
@@ -139,6 +140,77 @@ async fn a_policy_deleted_mid_canary_leaves_the_canary_unjudged_and_it_can_be_pr
         "nothing rolled back"
     );
     wait_weight(&s.apis, 0).await;
+    let released = s
+        .apis
+        .wait_md(
+            "chat",
+            "no traffic finalizer once the canary has no weight",
+            SECS_60,
+            |md| !holds_finalizer(md),
+        )
+        .await;
+    assert_eq!(released.metadata.deletion_timestamp, None);
+}
+
+fn holds_finalizer(md: &rollguard::api::ModelDeployment) -> bool {
+    md.metadata.finalizers.iter().flatten().any(|f| f == TRAFFIC_FINALIZER)
+}
+
+#[tokio::test]
+async fn a_model_deployment_deleted_mid_canary_returns_the_route_to_stable_before_it_goes() {
+    let s = scene("mid-delete-orphan", None).await;
+    canary_at_60(&s).await;
+    let md = s.apis.md.get("chat").await.expect("reading");
+    assert!(holds_finalizer(&md), "the canary has weight: the finalizer is held");
+    // Orphaned children keep running: the unjudged canary must not keep its 60%.
+    s.apis
+        .md
+        .delete("chat", &DeleteParams::orphan())
+        .await
+        .expect("deleting with --cascade=orphan");
+    assert!(wait_gone(&s.apis.md, "chat", SECS_60).await, "the ModelDeployment goes");
+    assert_eq!(
+        route_weights(&s.apis).await,
+        Some(Weights { stable: 100, canary: 0 }),
+        "the route sends everything to stable"
+    );
+    assert_eq!(
+        s.apis.service_revision("chat").await,
+        Some(1),
+        "stable is the revision that served"
+    );
+    assert!(
+        s.apis.deployments.get_opt("chat-r2").await.expect("reading").is_some(),
+        "orphaned, not deleted"
+    );
+    let event = s.apis.wait_event("chat", "TrafficReset", Some("Normal")).await;
+    let note = event.and_then(|e| e.note).unwrap_or_default();
+    assert!(note.contains("60%"), "the Event says what the canary had: {note}");
+}
+
+#[tokio::test]
+async fn a_canary_deleted_while_the_operator_is_down_goes_once_it_is_back_with_the_route_on_stable() {
+    let mut s = scene("mid-delete-down", None).await;
+    canary_at_60(&s).await;
+    s.op.kill();
+    s.apis
+        .md
+        .delete("chat", &DeleteParams::background())
+        .await
+        .expect("deleting");
+    let held = s.apis.md.get("chat").await.expect("held by the finalizer");
+    assert!(held.metadata.deletion_timestamp.is_some() && holds_finalizer(&held));
+    assert_eq!(
+        route_weights(&s.apis).await.map(|w| w.canary),
+        Some(60),
+        "nobody reset it yet"
+    );
+    s.op = Operator::start_with(&s.apis.namespace, &["--resync-seconds", "1"]);
+    assert!(wait_gone(&s.apis.md, "chat", SECS_60).await, "the ModelDeployment goes");
+    assert_eq!(route_weights(&s.apis).await, Some(Weights { stable: 100, canary: 0 }));
+    let owned = || watcher::Config::default().labels("rollguard.dev/model-deployment=chat");
+    let children = wait_list(&s.apis.deployments, owned(), SECS_60, |d| d.is_empty()).await;
+    assert!(children.is_some(), "its Deployments are garbage-collected");
 }
 
 #[tokio::test]

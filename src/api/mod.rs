@@ -18,6 +18,10 @@ use kube::CustomResourceExt;
 /// The API version served and stored.
 pub const VERSION: &str = "v1alpha1";
 
+/// The finalizer a ModelDeployment carries while its traffic-split object sends traffic to
+/// the canary Service: deleting it then first returns the weights to 100/0 on stable.
+pub const TRAFFIC_FINALIZER: &str = "rollguard.dev/traffic";
+
 /// Annotations that a person puts on a ModelDeployment with `kubectl annotate`.
 pub mod annotations {
     /// `previous`, a revision number, or `version:<label>`: roll back now.

@@ -157,6 +157,19 @@ pub async fn apply(
 
     // Weights go onto the traffic-split object after the Services: at the end of a canary
     // the stable Service already selects the new revision when weights return to stable.
+    // While the canary has weight the ModelDeployment holds the traffic finalizer (added
+    // before the weight, removed after it is back to 0), so a deletion resets the route.
+    // A route that could not be read keeps the finalizer as it is.
+    let hold = md.spec.traffic_routing.is_some()
+        && match (plan.route_weight, route.as_ref().map(|r| r.weights.canary)) {
+            (Some(w), _) if w > 0 => true,
+            (planned, Some(now)) => planned.unwrap_or(now) > 0,
+            (_, None) => super::finalizer::held(md),
+        };
+    if hold && !super::finalizer::held(md) {
+        super::finalizer::set(ctx, owner, true).await?;
+        writes += 1;
+    }
     if let (Some(weight), Some(routing), Some(route)) = (plan.route_weight, md.spec.traffic_routing.as_ref(), route) {
         let router = observe::router_for(client, owner, routing);
         if let Some(router) = router.filter(|_| route.weights.canary != weight) {
@@ -166,6 +179,10 @@ pub async fn apply(
                 .map_err(|e| Error::Route(format!("{}/{}", ns, owner.name), e))?;
             writes += 1;
         }
+    }
+    if !hold && super::finalizer::held(md) {
+        super::finalizer::set(ctx, owner, false).await?;
+        writes += 1;
     }
 
     let crs: Api<ControllerRevision> = Api::namespaced(client.clone(), ns);

@@ -53,6 +53,10 @@ pub enum Error {
     #[error("annotation {1} of ModelDeployment {0} changed while it was handled")]
     AnnotationChanged(String, &'static str),
 
+    /// Adding or removing the traffic finalizer failed.
+    #[error("failed to {1} the finalizer {finalizer} of ModelDeployment {0}", finalizer = crate::api::TRAFFIC_FINALIZER)]
+    Finalizer(String, &'static str, #[source] kube::Error),
+
     /// Removing a handled annotation failed.
     #[error("failed to remove annotation {1} from ModelDeployment {0}")]
     ConsumeAnnotation(String, &'static str, #[source] kube::Error),
@@ -79,6 +83,7 @@ impl Error {
             Error::Prune(..) => "PruneFailed",
             Error::PatchStatus(..) => "PatchStatusFailed",
             Error::ConsumeAnnotation(..) => "ConsumeAnnotationFailed",
+            Error::Finalizer(..) => "FinalizerFailed",
             Error::Route(_, e) => e.reason(),
             Error::RouteUnusable(_, reason, _) => reason,
             Error::AnnotationChanged(..) => "AnnotationChanged",

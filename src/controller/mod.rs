@@ -4,6 +4,7 @@ pub mod apply;
 pub mod cache;
 pub mod error;
 pub mod evaluate;
+pub mod finalizer;
 pub mod model_deployment;
 pub mod observe;
 pub mod resources;

@@ -8,7 +8,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use super::resources::Owner;
-use super::{Context, Error, apply, cache, observe};
+use super::{Context, Error, apply, cache, finalizer, observe};
 use crate::api::{ModelDeployment, RollbackRecord};
 use crate::plan::{self, RouteObservation};
 
@@ -35,16 +35,20 @@ async fn reconcile_inner(cached: Arc<ModelDeployment>, ctx: &Arc<Context>) -> Re
     let reference = md
         .controller_owner_ref(&())
         .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
-    if md.metadata.deletion_timestamp.is_some() {
-        // Owner references delete the children; nothing to do.
-        ctx.forget(&key);
-        return Ok(Action::await_change());
-    }
     let owner = Owner {
         name: md.name_any(),
         namespace,
         reference,
     };
+    if md.metadata.deletion_timestamp.is_some() {
+        // Owner references delete the children; a route still sending traffic to the canary
+        // goes back to stable first.
+        if finalizer::held(&md) {
+            finalizer::release(ctx, &md, &owner).await?;
+        }
+        ctx.forget(&key);
+        return Ok(Action::await_change());
+    }
     let (mut observed, route) = observe::observe(&ctx.client, &ctx.stores, &ctx.written, &owner, &md).await;
     // Never waits for a metrics provider: the latest published verdicts, if any.
     observed.metrics = ctx.evaluators.observe(&key, &md, &observed);

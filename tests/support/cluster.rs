@@ -149,8 +149,39 @@ impl TestNamespace {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
+        release_model_deployments_blocking(&self.name);
         delete_blocking::<Namespace>(&self.name);
     }
+}
+
+/// Removes the finalizers of the ModelDeployments in `namespace`: a test ends with its
+/// operator stopped, and a canary's traffic finalizer would hold the namespace's deletion.
+fn release_model_deployments_blocking(namespace: &str) {
+    let namespace = namespace.to_string();
+    let path = kubeconfig_path();
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        rt.block_on(async move {
+            let Ok(client) = client_for(&path).await else { return };
+            let mds: Api<rollguard::api::ModelDeployment> = Api::namespaced(client, &namespace);
+            let Ok(list) = mds.list(&Default::default()).await else {
+                return;
+            };
+            let release = Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
+            for md in list
+                .items
+                .iter()
+                .filter(|m| m.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty()))
+            {
+                if let Some(name) = md.metadata.name.as_deref() {
+                    let _ = mds.patch(name, &PatchParams::default(), &release).await;
+                }
+            }
+        });
+    })
+    .join();
 }
 
 /// Deletes a cluster-scoped object from a thread with its own runtime: Drop cannot await,
