@@ -93,17 +93,23 @@ async fn a_stopped_leader_releases_the_lease_for_the_next_one_at_once() {
     );
 }
 
-#[tokio::test]
-async fn a_leader_killed_at_50_percent_is_followed_without_a_double_step_and_a_promote_written_meanwhile_applies_once()
-{
-    use support::fault_proxy::FaultProxy;
-    use support::httproute::*;
+/// Two replicas in a namespace of their own with the HTTPRoute: the leader talks through a
+/// fault proxy (which kills it at an exact point), the follower directly.
+struct Pair {
+    _ns: TestNamespace,
+    apis: Apis,
+    proxy: support::fault_proxy::FaultProxy,
+    leader: Operator,
+    follower: Operator,
+}
+
+async fn pair(prefix: &str) -> Pair {
     let cluster = cluster().await;
     apply_router_crds(&cluster.client).await;
-    let ns = TestNamespace::create(&cluster.client, "leader-mid").await;
+    let ns = TestNamespace::create(&cluster.client, prefix).await;
     let apis = Apis::new(&cluster.client, &ns.name);
-    create_route(&apis).await;
-    let proxy = FaultProxy::start(&cluster.client).await;
+    support::httproute::create_route(&apis).await;
+    let proxy = support::fault_proxy::FaultProxy::start(&cluster.client).await;
     let args = [
         "--resync-seconds",
         "2",
@@ -113,29 +119,58 @@ async fn a_leader_killed_at_50_percent_is_followed_without_a_double_step_and_a_p
         "--leader-election-seconds",
         "4",
     ];
-    // The leader talks through the proxy, which kills it at the exact point.
-    let mut leader = Operator::start_as(&ns.name, &proxy.kubeconfig, &args);
+    let leader = Operator::start_as(&ns.name, &proxy.kubeconfig, &args);
     wait_log(&leader, "became the leader").await;
     let follower = replica(&ns.name);
     wait_log(&follower, "waiting for leadership").await;
+    Pair {
+        _ns: ns,
+        apis,
+        proxy,
+        leader,
+        follower,
+    }
+}
 
+impl Pair {
+    /// Kills the leader right after the API server carried out the first write `matches`
+    /// accepts, which `act` causes.
+    async fn kill_leader_after<F, A>(&mut self, matches: F, act: A)
+    where
+        F: Fn(&support::fault_proxy::Seen<'_>) -> bool + Send + Sync + 'static,
+        A: std::future::Future<Output = ()>,
+    {
+        let killed = self.proxy.kill_after(self.leader.child.id(), 1, matches);
+        act.await;
+        tokio::time::timeout(SECS_60, killed)
+            .await
+            .expect("the leader was killed at its point")
+            .expect("the proxy reports the kill");
+        self.leader.kill();
+    }
+}
+
+fn canary(steps: serde_json::Value) -> serde_json::Value {
+    json!({"strategy": {"canary": {"steps": steps}}, "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}}})
+}
+
+#[tokio::test]
+async fn a_leader_killed_at_50_percent_is_followed_without_a_double_step_and_a_promote_written_meanwhile_applies_once()
+{
+    use support::httproute::*;
+    let mut p = pair("leader-mid").await;
     let steps = json!([{"setWeight": 10}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 80}, {"pause": {}}]);
-    let spec =
-        json!({"strategy": {"canary": {"steps": steps}}, "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}}});
-    apis.roll_out("chat", &["v1"], 1, spec).await;
-    let log = record_weights(&apis).await;
-    let killed = proxy.kill_after(leader.child.id(), 1, |s| {
-        s.write_to("/httproutes/chat") && s.body.contains("\"weight\":50")
-    });
-    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
-    tokio::time::timeout(SECS_60, killed)
-        .await
-        .expect("the leader was killed after writing 50%")
-        .expect("the proxy reports the kill");
-    leader.kill();
+    p.apis.roll_out("chat", &["v1"], 1, canary(steps)).await;
+    let log = record_weights(&p.apis).await;
+    let apis = p.apis.clone();
+    p.kill_leader_after(
+        |s| s.write_to("/httproutes/chat") && s.body.contains("\"weight\":50"),
+        apis.patch_spec("chat", json!({"model": {"version": "v2"}})),
+    )
+    .await;
     // During the failover (the Lease has not expired yet) someone promotes.
     apis.annotate("chat", "rollguard.dev/promote", "true").await;
-    wait_log(&follower, "became the leader").await;
+    wait_log(&p.follower, "became the leader").await;
     let md = apis
         .wait_md("chat", "paused at the second pause, 80%", SECS_60, |md| {
             md.status.as_ref().is_some_and(|s| {
@@ -149,4 +184,58 @@ async fn a_leader_killed_at_50_percent_is_followed_without_a_double_step_and_a_p
     assert!(consumed, "the promote was handled");
     let weights = weights(&log);
     assert_eq!(weights, vec![0, 10, 50, 80], "no step twice, the promote applied once");
+}
+
+#[tokio::test]
+async fn a_leader_killed_in_a_gradual_hold_is_followed_on_the_same_clock_and_the_same_rollback() {
+    use rollguard::api::labels::ROLLBACK_STEP;
+    use support::httproute::*;
+    const HOLD: i64 = 10;
+    let mut p = pair("leader-gradual").await;
+    p.apis.create_gradual_policy(&[50, 20, 0], &format!("{HOLD}s")).await;
+    let mut spec = canary(json!([{"setWeight": 60}, {"pause": {}}]));
+    spec["rollbackPolicyRef"] = json!({"name": "gradual"});
+    p.apis.roll_out("chat", &["v1"], 1, spec).await;
+    p.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    wait_weight(&p.apis, 60).await;
+    let log = record_weights(&p.apis).await;
+    let apis = p.apis.clone();
+    // Killed after the status write that records the hold at 50% (step 1 of 3).
+    p.kill_leader_after(
+        |s| s.write_to("/modeldeployments/chat/status") && s.body.contains("at 50% (step 1 of 3)"),
+        apis.annotate("chat", "rollguard.dev/abort", "true"),
+    )
+    .await;
+    let record = apis
+        .md
+        .get("chat")
+        .await
+        .expect("reading")
+        .status
+        .and_then(|s| s.last_rollback)
+        .expect("lastRollback");
+    let hold = apis.step_on("chat-r2", ROLLBACK_STEP).await.expect("the hold at 50%");
+    assert_eq!(hold.index, 0);
+    wait_log(&p.follower, "became the leader").await;
+
+    // The follower's next step starts one hold after the first one did (the leader's own
+    // clock, from the label): not restarted when the follower took over, seconds later.
+    let next = wait_object(&apis.deployments, "chat-r2", SECS_60, |d| {
+        step_label(d, ROLLBACK_STEP).is_some_and(|s| s.index == 1)
+    })
+    .await
+    .and_then(|d| step_label(&d, ROLLBACK_STEP))
+    .expect("the follower moved the walk to 20%");
+    let held = next.started_at.duration_since(hold.started_at);
+    assert!(
+        held >= jiff::SignedDuration::from_secs(HOLD) && held < jiff::SignedDuration::from_secs(HOLD + 3),
+        "the hold lasted {held} (one hold of {HOLD}s; restarted at the takeover it would be longer)"
+    );
+    let after = apis.wait_rolled_back("chat", 1, None).await;
+    assert_eq!(
+        after.started_at, record.started_at,
+        "the same rollback, not a second one"
+    );
+    assert_eq!(weights(&log), vec![60, 50, 20, 0], "each step of the walk once");
+    assert_eq!(apis.events("chat", "Aborted").await.len(), 1, "one abort handled");
 }

@@ -9,6 +9,7 @@ pub fn model_deployment(name: &str, version: &str, replicas: i32, extra: serde_j
 }
 
 /// Typed APIs of one test namespace.
+#[derive(Clone)]
 pub struct Apis {
     pub md: Api<ModelDeployment>,
     pub deployments: Api<Deployment>,
