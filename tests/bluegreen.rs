@@ -138,7 +138,7 @@ async fn rollback_to_previous_restores_r1_and_holds_r2_until_retry() {
     assert!(reason.is_some_and(|r| r.contains("rollback-to")));
 
     // r2 is not deployed again over several reconciles (resync is 1s).
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    op.wait_reconciles("chat", 3).await;
     let md = apis.md.get("chat").await.expect("get");
     assert_eq!(md.status.as_ref().and_then(|s| s.stable_revision), Some(1));
     assert_eq!(apis.service_revision("chat").await, Some(1));
@@ -180,7 +180,7 @@ async fn rollback_to_a_cold_revision_waits_until_it_is_available() {
     let apis = Apis::new(&cluster.client, &ns.name);
     // A node of this test only: cordoning it keeps the revision's pods Pending at will.
     let node = FakeNode::create(&cluster.client, &format!("cold-{}", ns.name)).await;
-    let _op = Operator::start_with(&ns.name, &["--resync-seconds", "1"]);
+    let op = Operator::start_with(&ns.name, &["--resync-seconds", "1"]);
     let pinned = json!({"template": {"spec": {
         "nodeSelector": {"rollguard.dev/test-node": node.name},
         "containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.0"}]}}});
@@ -199,7 +199,7 @@ async fn rollback_to_a_cold_revision_waits_until_it_is_available() {
     let message = md.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
     assert!(message.contains("0/1 replicas ready"), "{message}");
     // While r1 cannot become Available, traffic stays on r3.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    op.wait_reconciles("chat", 2).await;
     assert_eq!(apis.service_revision("chat").await, Some(3));
     assert_eq!(
         apis.deployment_replicas("chat-r1").await,

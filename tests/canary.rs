@@ -34,7 +34,7 @@ async fn setup(prefix: &str) -> (TestNamespace, Apis, Operator) {
 
 #[tokio::test]
 async fn canary_weights_on_the_httproute_follow_the_steps() {
-    let (_ns, apis, _op) = setup("canary").await;
+    let (_ns, apis, op) = setup("canary").await;
     let steps =
         json!([{"setWeight": 10}, {"pause": {"duration": "3s"}}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]);
     apis.roll_out("chat", &["v1"], 1, canary_spec(steps)).await;
@@ -60,8 +60,8 @@ async fn canary_weights_on_the_httproute_follow_the_steps() {
         "{:?}",
         status.message
     );
-    // The open pause holds.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The open pause holds: the operator looks again, twice, and moves nothing.
+    op.wait_reconciles("chat", 2).await;
     assert_eq!(route_weights(&apis).await.map(|w| w.canary), Some(50));
     assert_eq!(apis.service_revision("chat").await, Some(1));
 
@@ -195,7 +195,7 @@ async fn an_operator_restart_in_the_middle_of_a_step_resumes_it() {
 
 #[tokio::test]
 async fn a_route_that_does_not_reference_our_services_holds_the_canary_and_is_left_alone() {
-    let (_ns, apis, _op) = setup("canary-unrelated").await;
+    let (_ns, apis, op) = setup("canary-unrelated").await;
     // The route "chat" of setup() references the Service chat; this one does not.
     let other: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "unrelated"},
@@ -235,7 +235,7 @@ async fn a_route_that_does_not_reference_our_services_holds_the_canary_and_is_le
         .await;
     assert!(warned.is_some(), "a Warning Event");
     // Retried with backoff, and the route is never written.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    op.wait_reconciles("chat", 2).await;
     let after = routes(&apis).get("unrelated").await.expect("get");
     assert_eq!(after.metadata.resource_version, created.metadata.resource_version);
     assert_eq!(apis.service_revision("chat").await, Some(1));

@@ -125,7 +125,7 @@ async fn a_gradual_rollback_walks_50_20_5_0_holding_each_step() {
 
 #[tokio::test]
 async fn a_gradual_rollback_pauses_while_the_stable_revision_is_unhealthy() {
-    let (ns, apis, _op) = setup("gradual-unhealthy", "Pause").await;
+    let (ns, apis, op) = setup("gradual-unhealthy", "Pause").await;
     // A node of this test only: cordoned, the stable revision's pods cannot come back.
     let node = FakeNode::create(&apis.client, &format!("gr-{}", ns.name)).await;
     let template = json!({"spec": {
@@ -165,7 +165,9 @@ async fn a_gradual_rollback_pauses_while_the_stable_revision_is_unhealthy() {
         message.contains("paused at 60%: revision 1 is not healthy"),
         "{message}"
     );
-    tokio::time::sleep(Duration::from_secs(STEP_SECONDS + 1)).await;
+    // Past the time a step would have ended, and the operator has looked again since.
+    tokio::time::sleep(Duration::from_secs(STEP_SECONDS)).await;
+    op.wait_reconciles("chat", 2).await;
     assert_eq!(
         route_weights(&apis).await.map(|w| w.canary),
         Some(60),

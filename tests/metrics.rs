@@ -21,7 +21,7 @@ const ERROR_RATE: &str = r#"sum(rate(http_requests_total{namespace="{{namespace}
 struct Setup {
     _ns: TestNamespace,
     apis: Apis,
-    _op: Operator,
+    op: Operator,
     sim: ModelSim,
     prometheus: PrometheusServer,
 }
@@ -57,10 +57,29 @@ async fn setup(prefix: &str, policy: Value) -> Setup {
     Setup {
         _ns: ns,
         apis,
-        _op: op,
+        op,
         sim,
         prometheus,
     }
+}
+
+/// Waits until the trigger `trigger` of revision `rev` was evaluated at least twice more
+/// (its `lastEvaluatedAt` 1.5 intervals on): the event that proves the triggers looked again.
+async fn wait_evaluated_again(s: &Setup, trigger: &str, rev: i64) {
+    let at = |md: &rollguard::api::ModelDeployment| {
+        md.status
+            .as_ref()
+            .and_then(|st| st.analysis.iter().find(|a| a.revision == rev && a.trigger == trigger))
+            .and_then(|a| a.last_evaluated_at.as_ref())
+            .map(|t| t.0)
+    };
+    let from = at(&s.apis.md.get("chat").await.expect("md")).expect("the trigger was evaluated");
+    let later = from + jiff::SignedDuration::from_millis(1500);
+    s.apis
+        .wait_md("chat", &format!("{trigger} evaluated twice more"), SECS_60, |md| {
+            at(md).is_some_and(|t| t >= later)
+        })
+        .await;
 }
 
 fn error_rate_trigger(severity: &str) -> Value {
@@ -168,7 +187,8 @@ async fn a_warning_only_breach_raises_an_event_and_does_not_roll_back() {
         .and_then(|e| e.note)
         .expect("a Warning Event for the trigger");
     assert!(fired.contains("ttft-p95"), "{fired}");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_evaluated_again(&s, "ttft-p95", 2).await;
+    s.op.wait_reconciles("chat", 2).await;
     let md = s.apis.md.get("chat").await.expect("md");
     let status = md.status.expect("status");
     assert!(status.last_rollback.is_none(), "a Warning never rolls back");
@@ -195,8 +215,10 @@ async fn prometheus_stopped_mid_canary_holds_and_the_rollout_goes_on_once_it_is_
     let (_, reason, message) = condition(&md, "MetricsAvailable").expect("condition");
     assert_eq!(reason, "ProviderUnavailable");
     assert!(message.contains("Hold"), "{message}");
-    // Longer than the 3 s pause: nothing advances, nothing rolls back.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Longer than the 3 s pause, and the operator looked again since: nothing advances,
+    // nothing rolls back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    s.op.wait_reconciles("chat", 2).await;
     assert_eq!(route_weights(&s.apis).await.map(|w| w.canary), Some(20));
     let md = s.apis.md.get("chat").await.expect("md");
     let status = md.status.expect("status");
@@ -310,7 +332,7 @@ async fn consecutive_breaches_are_needed_and_cooldown_keeps_the_trigger_quiet() 
         })
         .await;
     assert!(cooling.status.is_some());
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_evaluated_again(&s, "error-rate", 2).await;
     let fired_events: Vec<_> = s
         .apis
         .events("chat", "TriggerFired")
@@ -340,7 +362,11 @@ async fn a_gradual_rollback_pauses_while_the_triggers_judge_the_target_unhealthy
     canary_at(&s, json!([{"setWeight": 60}, {"pause": {}}]), 60).await;
     // The stable revision, the rollback's target, is failing when the rollback starts.
     s.sim.set(&ns, "chat", 1, json!({"errorRate": 0.6})).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let rate = ERROR_RATE
+        .replace("{{namespace}}", &ns)
+        .replace("{{name}}", "chat")
+        .replace("{{revision}}", "1");
+    s.prometheus.wait_above(&rate, 0.1).await;
     s.apis.annotate("chat", "rollguard.dev/abort", "true").await;
     let md = s
         .apis
@@ -353,7 +379,9 @@ async fn a_gradual_rollback_pauses_while_the_triggers_judge_the_target_unhealthy
     let message = md.status.and_then(|st| st.message).unwrap_or_default();
     assert!(message.contains("trigger error-rate"), "{message}");
     let held = route_weights(&s.apis).await.map(|w| w.canary);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Past the 2 s step, and the operator looked again since.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.op.wait_reconciles("chat", 2).await;
     assert_eq!(
         route_weights(&s.apis).await.map(|w| w.canary),
         held,

@@ -56,12 +56,29 @@ async fn a_steady_state_makes_no_writes_over_several_resync_periods() {
     let apis = Apis::new(&cluster.client, &ns.name);
     let op = Operator::start_with(&ns.name, &["--resync-seconds", "1"]);
     apis.roll_out("chat", &["v1", "v2"], 2, json!({})).await;
-    // Let the Deployment controller and kwok settle.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Let the Deployment controller and kwok settle: every Deployment's status is current,
+    // with as many replicas as it wants, all available.
+    let settled = |d: &k8s_openapi::api::apps::v1::Deployment| {
+        let want = d.spec.replicas.unwrap_or(1);
+        d.status.as_ref().is_some_and(|s| {
+            s.observed_generation == d.metadata.generation
+                && s.replicas.unwrap_or(0) == want
+                && s.updated_replicas.unwrap_or(0) == want
+                && s.available_replicas.unwrap_or(0) == want
+        })
+    };
+    let owned = kube::runtime::watcher::Config::default().labels("rollguard.dev/model-deployment=chat");
+    let all_settled = wait_list(&apis.deployments, owned, Duration::from_secs(60), |ds| {
+        ds.len() == 2 && ds.iter().all(|d| settled(d))
+    })
+    .await;
+    assert!(all_settled.is_some(), "the Deployments never settled");
+    op.wait_reconciles("chat", 1).await;
 
     let before = written_versions(&apis).await;
     let log_before = op.log_text();
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Several resync periods (1 s): the operator looks again five times.
+    op.wait_reconciles("chat", 5).await;
     let after = written_versions(&apis).await;
     let log_after = op.log_text();
 
@@ -71,7 +88,7 @@ async fn a_steady_state_makes_no_writes_over_several_resync_periods() {
     let writes = new_log.lines().filter(|l| l.contains("writes=")).count();
     assert!(
         reconciles >= 4,
-        "expected a reconcile per resync (1s) over 6s, saw {reconciles}:\n{new_log}"
+        "expected five reconciles, saw {reconciles}:\n{new_log}"
     );
     assert_eq!(writes, 0, "a steady state made writes:\n{new_log}");
 }

@@ -60,7 +60,7 @@ async fn a_router_crd_that_is_not_installed_holds_traffic_warns_and_is_retried()
     let warned = apis.wait_event("chat", "RouterNotInstalled", None).await;
     assert!(warned.is_some(), "a Warning Event names the missing CRD");
     // Traffic stays on stable and the operator keeps running, retrying.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    op.wait_reconciles("chat", 2).await;
     assert_eq!(apis.service_revision("chat").await, Some(1));
     let status = apis.md.get("chat").await.expect("md").status.expect("status");
     assert_eq!(status.stable_revision, Some(1));

@@ -46,6 +46,33 @@ impl Operator {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// How many reconciles of the ModelDeployment `name` it finished so far, writes or not:
+    /// its `reconciled object=...` debug lines, and `reconcile failed; retrying` for those
+    /// that ended in an error.
+    pub fn reconciles(&self, name: &str) -> usize {
+        let done = format!("reconciled object=ModelDeployment.v1alpha1.rollguard.dev/{name}.");
+        let failed = format!(" name={name} ");
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(&done) || (l.contains("reconcile failed; retrying") && l.contains(&failed)))
+            .count()
+    }
+
+    /// Waits until it finished `n` more reconciles of `name` from now: the event that proves
+    /// it looked again, before a test asserts that nothing changed. Panics after 60 s.
+    pub async fn wait_reconciles(&self, name: &str, n: usize) {
+        let from = self.reconciles(name);
+        let seen = wait_for(Duration::from_secs(60), || async {
+            (self.reconciles(name) >= from + n).then_some(())
+        })
+        .await;
+        assert!(
+            seen.is_some(),
+            "the operator did not reconcile {name} {n} more times within 60s:\n{}",
+            self.log_text()
+        );
+    }
 }
 
 impl Drop for Operator {

@@ -48,6 +48,31 @@ fn config(targets: &[String]) -> String {
 }
 
 impl PrometheusServer {
+    /// The value of the instant query `promql` now (the first series), None when it has no
+    /// number yet.
+    pub async fn value(&self, promql: &str) -> Option<f64> {
+        let url = format!("{}/api/v1/query", self.address);
+        let answer: serde_json::Value = reqwest::Client::new()
+            .get(url)
+            .query(&[("query", promql)])
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        answer.pointer("/data/result/0/value/1")?.as_str()?.parse().ok()
+    }
+
+    /// Waits until the instant query `promql` is above `threshold`; panics after 60 s.
+    pub async fn wait_above(&self, promql: &str, threshold: f64) {
+        let seen = super::wait_for(Duration::from_secs(60), || async {
+            self.value(promql).await.filter(|v| *v > threshold)
+        })
+        .await;
+        assert!(seen.is_some(), "{promql} never went above {threshold}");
+    }
+
     /// Starts Prometheus scraping `targets` every second, and waits until it is ready.
     pub async fn start(targets: &[String]) -> PrometheusServer {
         let targets = targets.to_vec();
