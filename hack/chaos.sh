@@ -30,6 +30,7 @@ ROWS=(
   "leader|only_the_leader_reconciles_and_a_follower_takes_over_when_it_dies|leader SIGKILL|steady state|follower takes the Lease"
   "slow_metrics|a_manual_rollback_does_not_wait_for_a_hanging_provider|Prometheus hangs|guard window|rollback within 2.5 s"
   "slow_metrics|a_manual_rollback_does_not_wait_for_a_provider_that_answers_after_20s|Prometheus answers after 20 s|guard window|rollback within 2.5 s"
+  "slow_metrics|a_promote_and_an_abort_do_not_wait_for_a_hanging_provider|Prometheus hangs|canary pause|promote and abort within 2.5 s"
   "slow_metrics|a_misbehaving_provider_ends_in_the_documented_verdict_and_never_delays_a_rollback|Prometheus 5xx/string/matrix/50 series/empty/NaN/+Inf|guard window|documented verdict, rollback quick"
   "metrics|prometheus_stopped_mid_canary_holds_and_the_rollout_goes_on_once_it_is_back|Prometheus stopped|canary|Hold, then resumes"
   "fights|a_gitops_tool_reapplying_every_second_does_not_disturb_a_canary_a_gradual_rollback_or_a_held_rollback|SSA re-apply every second|canary, gradual, after rollback|steps once, held, spec untouched"

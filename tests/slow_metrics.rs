@@ -145,3 +145,55 @@ async fn a_misbehaving_provider_ends_in_the_documented_verdict_and_never_delays_
     let record = s.apis.wait_rolled_back("chat", 1, Some(RollbackTrigger::Metric)).await;
     assert_eq!(record.trigger_name.as_deref(), Some("error-rate"));
 }
+
+/// A canary judged by a provider whose queries hang (timeout 30 s, so each hangs for the
+/// whole measurement): a `promote` moves it to its next step and an `abort` sends all traffic
+/// to stable, each at once.
+#[tokio::test]
+async fn a_promote_and_an_abort_do_not_wait_for_a_hanging_provider() {
+    use serde_json::json;
+    use support::httproute::*;
+    use support::slow_provider::SlowProvider;
+    let (_ns, apis, _op) = with_route("slow-canary", &["--resync-seconds", "2"]).await;
+    let provider = SlowProvider::start(Answer::Now).await;
+    apis.create_policy(
+        "llm",
+        json!({"provider": {"prometheus": {"address": provider.address, "timeout": "30s"}},
+               "interval": "1s",
+               "triggers": [{"name": "error-rate", "query": "vector(0)", "operator": "Gt", "threshold": 0.1, "severity": "Critical"}]}),
+    )
+    .await;
+    let steps = json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 80}]);
+    let spec = json!({"strategy": {"canary": {"steps": steps}}, "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}},
+                      "rollbackPolicyRef": {"name": "llm"}});
+    apis.roll_out("chat", &["v1"], 1, spec).await;
+    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    apis.wait_md(
+        "chat",
+        "the canary paused at 20%, judged",
+        Duration::from_secs(60),
+        |md| {
+            md.status.as_ref().is_some_and(|s| {
+                s.phase == Some(rollguard::api::Phase::Paused)
+                    && s.canary_weight == Some(20)
+                    && s.analysis.iter().any(|a| a.revision == 2 && a.value.is_some())
+            })
+        },
+    )
+    .await;
+
+    provider.set(Answer::Hang);
+    provider.wait_in_flight(Duration::from_secs(20)).await;
+    let asked = std::time::Instant::now();
+    apis.annotate("chat", "rollguard.dev/promote", "true").await;
+    let promoted = wait_weight(&apis, 50).await - asked;
+    assert!(provider.in_flight() > 0, "a query was still hanging");
+    let asked = std::time::Instant::now();
+    apis.annotate("chat", "rollguard.dev/abort", "true").await;
+    let aborted = wait_weight(&apis, 0).await - asked;
+    assert!(provider.in_flight() > 0, "a query was still hanging");
+    assert!(
+        promoted < QUICK && aborted < QUICK,
+        "with a hanging provider the promote took {promoted:?} and the abort {aborted:?}"
+    );
+}
