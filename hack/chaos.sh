@@ -35,6 +35,7 @@ ROWS=(
   "metrics|prometheus_stopped_mid_canary_holds_and_the_rollout_goes_on_once_it_is_back|Prometheus stopped|canary|Hold, then resumes"
   "fights|a_gitops_tool_reapplying_every_second_does_not_disturb_a_canary_a_gradual_rollback_or_a_held_rollback|SSA re-apply every second|canary, gradual, after rollback|steps once, held, spec untouched"
   "fights|a_route_weight_someone_else_edits_mid_canary_is_restored_once_with_an_event|route weights edited|canary pause|restored once, Event, no loop"
+  "fights|a_route_weight_someone_else_raises_in_a_gradual_hold_is_restored_once_on_the_same_clock|route weight raised|gradual hold|restored once, same clock, no loop"
   "operator|an_edited_child_deployment_is_restored_without_a_write_loop|child Deployment edited|steady state|restored, Event, no loop"
   "conflicts|a_rollback_written_with_a_promote_wins|rollback-to + promote|canary pause|rollback wins"
   "conflicts|an_abort_written_with_a_retry_wins|abort + retry|canary pause|abort wins"

@@ -134,6 +134,38 @@ async fn a_gitops_tool_reapplying_every_second_does_not_disturb_a_canary_a_gradu
     assert!(managers.is_empty(), "rollguard owns spec fields: {managers:?}");
 }
 
+/// Someone else puts `canary`% on the canary backend of the HTTPRoute (the rest on stable).
+async fn someone_sets_the_weight(apis: &Apis, canary: i32) {
+    let mut route: DynamicObject = routes(apis).get("chat").await.expect("route");
+    let rules = route.data["spec"]["rules"].as_array_mut().expect("rules");
+    for backend in rules[0]["backendRefs"].as_array_mut().expect("backendRefs") {
+        let to_canary = backend["name"] == "chat-canary";
+        backend["weight"] = json!(if to_canary { canary } else { 100 - canary });
+    }
+    routes(apis)
+        .replace("chat", &Default::default(), &route)
+        .await
+        .expect("someone else's edit");
+}
+
+/// No write loop: four more reconciles (resync 1 s) after the restore, no route write.
+async fn assert_no_further_route_write(address: &str) {
+    let restored = Scrape::of(address).await;
+    let reconciles = restored.reconciles();
+    let later = wait_for(SECS_60, || async {
+        let now = Scrape::of(address).await;
+        (now.reconciles() >= reconciles + 4.0).then_some(now)
+    })
+    .await
+    .expect("four more reconciles");
+    let route_writes = |s: &Scrape| s.requests(|verb, resource| is_write(verb) && resource == "httproutes");
+    assert_eq!(
+        route_writes(&later),
+        route_writes(&restored),
+        "the route is written again and again"
+    );
+}
+
 #[tokio::test]
 async fn a_route_weight_someone_else_edits_mid_canary_is_restored_once_with_an_event() {
     let (_ns, apis, _op, address) = setup("fight-route").await;
@@ -149,36 +181,12 @@ async fn a_route_weight_someone_else_edits_mid_canary_is_restored_once_with_an_e
     let log = record_weights(&apis).await;
 
     // Someone else sends 70% to the canary.
-    let mut route: DynamicObject = routes(&apis).get("chat").await.expect("route");
-    let rules = route.data["spec"]["rules"].as_array_mut().expect("rules");
-    for backend in rules[0]["backendRefs"].as_array_mut().expect("backendRefs") {
-        let canary = backend["name"] == "chat-canary";
-        backend["weight"] = json!(if canary { 70 } else { 30 });
-    }
-    routes(&apis)
-        .replace("chat", &Default::default(), &route)
-        .await
-        .expect("someone else's edit");
+    someone_sets_the_weight(&apis, 70).await;
     let event = apis.wait_event("chat", "RouteWeightRestored", Some("Warning")).await;
     let note = event.and_then(|e| e.note).unwrap_or_default();
     assert!(note.contains("70%") && note.contains("restored 20%"), "{note}");
     wait_weight(&apis, 20).await;
-
-    // No write loop: several resync reconciles later, no route write since the restore.
-    let restored = Scrape::of(&address).await;
-    let reconciles = restored.reconciles();
-    let later = wait_for(SECS_60, || async {
-        let now = Scrape::of(&address).await;
-        (now.reconciles() >= reconciles + 4.0).then_some(now)
-    })
-    .await
-    .expect("four more reconciles");
-    let route_writes = |s: &Scrape| s.requests(|verb, resource| is_write(verb) && resource == "httproutes");
-    assert_eq!(
-        route_writes(&later),
-        route_writes(&restored),
-        "the route is written again and again"
-    );
+    assert_no_further_route_write(&address).await;
     let weights = weights(&log);
     assert_eq!(weights, vec![20, 70, 20], "restored once");
     let md = apis.md.get("chat").await.expect("md");
@@ -186,5 +194,51 @@ async fn a_route_weight_someone_else_edits_mid_canary_is_restored_once_with_an_e
         md.status.and_then(|s| s.phase),
         Some(Phase::Paused),
         "still in the pause"
+    );
+}
+
+#[tokio::test]
+async fn a_route_weight_someone_else_raises_in_a_gradual_hold_is_restored_once_on_the_same_clock() {
+    use rollguard::api::labels::ROLLBACK_STEP;
+    let (_ns, apis, _op, address) = setup("fight-gradual-route").await;
+    apis.create_gradual_policy(&[50, 20, 0], "1h").await;
+    apis.roll_out(
+        "chat",
+        &["v1"],
+        1,
+        canary(json!([{"setWeight": 60}, {"pause": {}}]), true),
+    )
+    .await;
+    apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    wait_weight(&apis, 60).await;
+    apis.annotate("chat", "rollguard.dev/abort", "true").await;
+    wait_weight(&apis, 50).await;
+    let hold = wait_object(&apis.deployments, "chat-r2", SECS_60, |d| {
+        step_label(d, ROLLBACK_STEP).is_some()
+    })
+    .await
+    .and_then(|d| step_label(&d, ROLLBACK_STEP))
+    .expect("the hold at 50%");
+    let log = record_weights(&apis).await;
+
+    // Someone else sends 90% back to the revision being rolled back.
+    someone_sets_the_weight(&apis, 90).await;
+    let event = apis.wait_event("chat", "RouteWeightRestored", Some("Warning")).await;
+    let note = event.and_then(|e| e.note).unwrap_or_default();
+    assert!(note.contains("90%") && note.contains("restored 50%"), "{note}");
+    wait_weight(&apis, 50).await;
+    assert_no_further_route_write(&address).await;
+    assert_eq!(weights(&log), vec![50, 90, 50], "restored once");
+    assert_eq!(
+        apis.step_on("chat-r2", ROLLBACK_STEP).await,
+        Some(hold),
+        "the hold keeps its clock"
+    );
+    let md = apis.md.get("chat").await.expect("md");
+    assert!(
+        md.status
+            .and_then(|s| s.last_rollback)
+            .is_some_and(|r| r.completed_at.is_none()),
+        "still rolling back"
     );
 }

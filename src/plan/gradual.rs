@@ -51,6 +51,9 @@ pub(super) enum GradualIntent {
         take_stable: bool,
         /// The walk has just paused: a Warning Event says so.
         paused_now: bool,
+        /// Someone else raised the weight of the revision being left; the held step's
+        /// weight is written back, and a Warning Event says so (this note).
+        restored: Option<String>,
     },
     /// The revision being left carries no traffic (or `onUnhealthy: Instant` jumped, with
     /// the Warning to publish): complete the rollback.
@@ -84,12 +87,16 @@ impl Planner<'_> {
                 requeue,
                 take_stable,
                 paused_now,
+                restored,
             } => {
                 if take_stable {
                     self.take_stable(to);
                 }
                 if paused_now {
                     self.event(true, "GradualRollbackPaused", message.clone());
+                }
+                if let Some(note) = restored {
+                    self.event(true, "RouteWeightRestored", note);
                 }
                 if requeue.is_some() {
                     self.requeue_after = requeue;
@@ -139,6 +146,7 @@ impl Planner<'_> {
             requeue,
             take_stable,
             paused_now: false,
+            restored: None,
         };
         let soon = Some(Duration::from_millis(200));
         if stable != Some(to) {
@@ -162,6 +170,27 @@ impl Planner<'_> {
             return GradualIntent::Done { jumped: None };
         }
         let total = g.steps.len();
+        // A weight above the step being held is someone else's edit: a rollback never gives
+        // the revision being left more traffic. The step's weight goes back, on its own clock
+        // (a lower weight is taken as it is: the walk goes on from there).
+        if let Some((step, held_weight)) = self.held_rollback_step(from, g).filter(|(_, w)| weight > *w) {
+            traffic.weight = Some(held_weight);
+            traffic.step = Some(step);
+            let index = step.index + 1;
+            return GradualIntent::InFlight {
+                traffic,
+                phase: Phase::RollingBack,
+                message: format!(
+                    "{what}: revision {from} at {weight}%, restoring {held_weight}% (step {index} of {total})"
+                ),
+                requeue: soon,
+                take_stable: false,
+                paused_now: false,
+                restored: Some(format!(
+                    "someone else set the canary weight of revision {from} to {weight}% during its gradual rollback; rollguard restored {held_weight}% (step {index} of {total})"
+                )),
+            };
+        }
         let held = g.steps.iter().position(|s| *s == weight).map(|i| {
             let index = i32::try_from(i).unwrap_or(i32::MAX);
             let observed = self.obs.deployments.get(&from).and_then(|d| d.rollback_step);
@@ -247,7 +276,17 @@ impl Planner<'_> {
             requeue: None,
             take_stable: false,
             paused_now: !was_paused,
+            restored: None,
         }
+    }
+
+    /// The step of this gradual rollback being held on the Deployment of `from` (written
+    /// since the rollback started), and its weight.
+    fn held_rollback_step(&self, from: i64, g: &GradualRollback) -> Option<(CanaryStepState, i32)> {
+        let started = self.last_rollback.as_ref()?.started_at.as_ref()?.0;
+        let step = self.obs.deployments.get(&from)?.rollback_step?;
+        let weight = *g.steps.get(usize::try_from(step.index).ok()?)?;
+        (step.started_at >= started).then_some((step, weight))
     }
 
     /// A gradual rollback that cannot (or should not) go on finishes at once.

@@ -173,3 +173,44 @@ fn a_gradual_policy_without_a_router_rolls_back_instantly_and_says_so() {
     let record = p.status.last_rollback.expect("lastRollback");
     assert_eq!(record.mode, crate::api::RollbackMode::Instant);
 }
+
+#[test]
+fn a_weight_someone_else_raises_in_a_hold_is_restored_on_the_same_clock_and_a_lower_one_is_taken() {
+    let mut w = canary_at_60("Pause");
+    w.annotate(ABORT, "true");
+    w.step();
+    let p = w.step();
+    assert_eq!(p.status.canary_weight, Some(50));
+    let hold = p
+        .deployments
+        .get(&2)
+        .and_then(|d| d.rollback_step)
+        .expect("the hold at 50%");
+
+    // Someone sends 90% back to the revision being left.
+    w.route = Some(90);
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(50), "the held step's weight goes back");
+    assert_eq!(
+        p.deployments.get(&2).and_then(|d| d.rollback_step),
+        Some(hold),
+        "on the hold's own clock"
+    );
+    assert!(
+        p.events.iter().any(|e| e.warning
+            && e.reason == "RouteWeightRestored"
+            && e.note.contains("90%")
+            && e.note.contains("restored 50%")),
+        "{:?}",
+        p.events
+    );
+    let p = w.step();
+    assert!(p.events.iter().all(|e| e.reason != "RouteWeightRestored"), "once");
+    assert_eq!(p.deployments.get(&2).and_then(|d| d.rollback_step), Some(hold));
+
+    // Someone lowers it to 10%: taken, and the walk goes on from there (to 5%).
+    w.route = Some(10);
+    let p = w.step();
+    assert!(p.events.iter().all(|e| e.reason != "RouteWeightRestored"));
+    assert_eq!(p.route_weight, Some(5), "the next step below 10%");
+}
