@@ -78,12 +78,16 @@ impl Scene {
     /// route reads `next`) on its first clock: not before `secs`, and well before a hold
     /// restarted from zero would (`secs` more than half of it later).
     async fn take_over_halfway(&self, step: &CanaryStepState, secs: u64, next: i32) -> Operator {
-        let started = started(step);
-        let half = started + Duration::from_secs(secs / 2);
-        if let Ok(left) = half.duration_since(std::time::SystemTime::now()) {
-            tokio::time::sleep(left).await;
-        }
+        wait_halfway(step, secs).await;
         let op = self.operator();
+        self.assert_held(step, secs, next).await;
+        op
+    }
+
+    /// Checks that the `secs`-long hold `step` ended (the route reads `next`) on its first
+    /// clock (see [`Scene::take_over_halfway`]).
+    async fn assert_held(&self, step: &CanaryStepState, secs: u64, next: i32) {
+        let started = started(step);
         let seen = wait_weight(&self.apis, next).await;
         let seen = std::time::SystemTime::now() - seen.elapsed();
         let held = seen.duration_since(started).unwrap_or_default();
@@ -95,7 +99,6 @@ impl Scene {
             held < Duration::from_secs(secs + secs / 2 - 4),
             "the hold was restarted from zero: {held:?} instead of {secs}s"
         );
-        op
     }
 
     async fn md(&self) -> ModelDeployment {
@@ -121,6 +124,14 @@ impl Scene {
             .collect();
         numbers.sort();
         assert_eq!(numbers, revisions, "one ControllerRevision per revision");
+    }
+}
+
+/// Waits until half of the `secs`-long hold `step` has passed.
+async fn wait_halfway(step: &CanaryStepState, secs: u64) {
+    let half = started(step) + Duration::from_secs(secs / 2);
+    if let Ok(left) = half.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left).await;
     }
 }
 
@@ -234,7 +245,25 @@ async fn killed_in_a_gradual_rollback_hold_the_hold_and_the_record_are_kept() {
         .await
         .expect("the hold on chat-r2");
     assert_eq!(hold.index, 0, "killed in the hold at 50%");
-    let _op = s.take_over_halfway(&hold, HOLD, 20).await;
+    // The one that takes over (behind the proxy too) is killed in the next hold, at 20%.
+    wait_halfway(&hold, HOLD).await;
+    let mut op = s.operator_behind_proxy();
+    let killed = s
+        .proxy
+        .kill_after(op.child.id(), 1, status_write_with("at 20% (step 2 of 3)"));
+    s.assert_held(&hold, HOLD, 20).await;
+    tokio::time::timeout(SECS_60, killed)
+        .await
+        .expect("killed in the hold at 20%")
+        .expect("the proxy reports the kill");
+    op.kill();
+    let second = s
+        .apis
+        .step_on("chat-r2", ROLLBACK_STEP)
+        .await
+        .expect("the hold on chat-r2");
+    assert_eq!(second.index, 1, "killed in the hold at 20%");
+    let _op = s.take_over_halfway(&second, HOLD, 0).await;
     let md = s
         .apis
         .wait_md("chat", "the rollback completed", Duration::from_secs(90), |md| {
