@@ -154,38 +154,54 @@ impl Drop for TestNamespace {
     }
 }
 
-/// Removes the finalizers of the ModelDeployments in `namespace`: a test ends with its
-/// operator stopped, and a canary's traffic finalizer would hold the namespace's deletion.
-fn release_model_deployments_blocking(namespace: &str) {
-    let namespace = namespace.to_string();
+/// Runs `work` with a client of the local cluster on a thread with its own runtime, and
+/// waits for it: Drop cannot await, and this also runs when the test panicked. Does nothing
+/// when there is no cluster to talk to.
+fn blocking<F, Fut>(work: F)
+where
+    F: FnOnce(Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
     let path = kubeconfig_path();
     let _ = std::thread::spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
             return;
         };
         rt.block_on(async move {
-            let Ok(client) = client_for(&path).await else { return };
-            let mds: Api<rollguard::api::ModelDeployment> = Api::namespaced(client, &namespace);
-            let Ok(list) = mds.list(&Default::default()).await else {
-                return;
-            };
-            let release = Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
-            for md in list
-                .items
-                .iter()
-                .filter(|m| m.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty()))
-            {
-                if let Some(name) = md.metadata.name.as_deref() {
-                    let _ = mds.patch(name, &PatchParams::default(), &release).await;
-                }
+            if let Ok(client) = client_for(&path).await {
+                work(client).await;
             }
         });
     })
     .join();
 }
 
-/// Deletes a cluster-scoped object from a thread with its own runtime: Drop cannot await,
-/// and this also runs when the test panicked.
+/// Deletes the ModelDeployments in `namespace` and removes their finalizers: a test may
+/// end with its operator stopped (or stopping), and a canary's traffic finalizer would hold
+/// the namespace's deletion. Deleted first, so that no operator still running adds one
+/// again (the API server refuses new finalizers on an object being deleted).
+fn release_model_deployments_blocking(namespace: &str) {
+    let namespace = namespace.to_string();
+    blocking(move |client| async move {
+        let mds: Api<rollguard::api::ModelDeployment> = Api::namespaced(client, &namespace);
+        let _ = mds
+            .delete_collection(&DeleteParams::background(), &Default::default())
+            .await;
+        let Ok(list) = mds.list(&Default::default()).await else {
+            return;
+        };
+        let release = Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
+        let held = list
+            .items
+            .iter()
+            .filter(|m| m.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty()));
+        for name in held.filter_map(|m| m.metadata.name.as_deref()) {
+            let _ = mds.patch(name, &PatchParams::default(), &release).await;
+        }
+    });
+}
+
+/// Deletes a cluster-scoped object, blocking (see [`blocking`]).
 pub fn delete_blocking<K>(name: &str)
 where
     K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
@@ -197,18 +213,9 @@ where
     K::DynamicType: Default,
 {
     let name = name.to_string();
-    let path = kubeconfig_path();
-    let _ = std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-            return;
-        };
-        rt.block_on(async move {
-            if let Ok(client) = client_for(&path).await {
-                let _ = Api::<K>::all(client).delete(&name, &DeleteParams::background()).await;
-            }
-        });
-    })
-    .join();
+    blocking(move |client| async move {
+        let _ = Api::<K>::all(client).delete(&name, &DeleteParams::background()).await;
+    });
 }
 
 /// An `Api<DynamicObject>` for the kind of a manifest (apiVersion + kind), in `namespace`.
