@@ -1,7 +1,7 @@
 # rollguard: the README's two commands are `make demo` and `make test`.
 SHELL := /usr/bin/env bash
 
-.PHONY: demo test bench chaos build crds crd-check cluster-up cluster-down control-plane
+.PHONY: demo test bench chaos build image crds crd-check cluster-up cluster-down control-plane
 
 ## demo: start the local control plane, install the CRDs and examples, run the operator
 demo:
@@ -21,6 +21,11 @@ bench:
 
 build:
 	cargo build
+
+## image: the operator's OCI image (release build, self-contained, non-root, no shell) in
+## target/image/oci, built with umoci without a Docker daemon; prints its name and size
+image:
+	bash hack/image.sh
 
 ## crds: regenerate crds/ (and the chart's copy) from the Rust types
 crds:

@@ -55,6 +55,9 @@ done
 step "helm (built from its Go module, cached) for the chart tests"
 HELM_BIN=$(bash "$ROOT/hack/build-helm.sh" | tail -n 1)
 
+step "make image (release build, packed with umoci) for the image test"
+bash "$ROOT/hack/image.sh" >/dev/null
+
 step "cargo test"
 ROLLGUARD_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" ROLLGUARD_KUBECTL="$BIN_DIR/kubectl" \
   ROLLGUARD_PROMETHEUS="$PROMETHEUS_BIN" ROLLGUARD_HELM="$HELM_BIN" cargo test --lib --bins --tests
