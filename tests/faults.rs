@@ -56,23 +56,6 @@ impl Scene {
         Operator::start_with(&self.namespace, &["--resync-seconds", "2"])
     }
 
-    /// Arms the proxy to kill `op` after the first request that `matches`, runs `act`, and
-    /// waits until the kill happened. Returns the request after which it died.
-    async fn kill_after<F, A>(&self, op: &mut Operator, matches: F, act: A) -> String
-    where
-        F: Fn(&Seen<'_>) -> bool + Send + Sync + 'static,
-        A: std::future::Future<Output = ()>,
-    {
-        let fired = self.proxy.kill_after(op.child.id(), 1, matches);
-        act.await;
-        let request = tokio::time::timeout(SECS_60, fired)
-            .await
-            .unwrap_or_else(|_| panic!("the operator was not stopped at its point within 60s"))
-            .expect("the proxy reports the kill");
-        op.kill();
-        request
-    }
-
     /// With no operator running, waits until half of the `secs`-long hold `step` has
     /// passed, starts the operator that takes over, and checks that the hold ends (the
     /// route reads `next`) on its first clock: not before `secs`, and well before a hold
@@ -158,7 +141,8 @@ async fn killed_between_a_canary_weight_write_and_its_status_write_no_step_is_re
     let log = record_weights(&s.apis).await;
 
     let request = s
-        .kill_after(&mut op, route_write_of(30), async {
+        .proxy
+        .kill_during(&mut op, route_write_of(30), async {
             s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
         })
         .await;
@@ -197,10 +181,11 @@ async fn killed_in_a_timed_pause_the_pause_is_not_restarted_from_zero() {
     s.apis.roll_out("chat", &["v1"], 1, canary(steps)).await;
     let log = record_weights(&s.apis).await;
 
-    s.kill_after(&mut op, status_write_with("\"Paused\""), async {
-        s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
-    })
-    .await;
+    s.proxy
+        .kill_during(&mut op, status_write_with("\"Paused\""), async {
+            s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+        })
+        .await;
     let paused = s
         .apis
         .step_on("chat-r2", CANARY_STEP)
@@ -233,10 +218,11 @@ async fn killed_in_a_gradual_rollback_hold_the_hold_and_the_record_are_kept() {
     let log = record_weights(&s.apis).await;
 
     // Killed after the status write that records the hold at 50% (step 1 of 3).
-    s.kill_after(&mut op, status_write_with("at 50% (step 1 of 3)"), async {
-        s.apis.annotate("chat", "rollguard.dev/abort", "true").await;
-    })
-    .await;
+    s.proxy
+        .kill_during(&mut op, status_write_with("at 50% (step 1 of 3)"), async {
+            s.apis.annotate("chat", "rollguard.dev/abort", "true").await;
+        })
+        .await;
     let before = s.md().await.status.expect("status");
     let record = before.last_rollback.clone().expect("lastRollback");
     let hold = s
@@ -306,10 +292,11 @@ async fn killed_while_a_cold_rollback_target_scales_up_the_rollback_is_not_start
     assert!(cold.is_some(), "r1 is cold");
     node.cordon(&cluster.client, true).await;
 
-    s.kill_after(&mut op, status_write_with("\"RollingBack\""), async {
-        s.apis.annotate("chat", "rollguard.dev/rollback-to", "previous").await;
-    })
-    .await;
+    s.proxy
+        .kill_during(&mut op, status_write_with("\"RollingBack\""), async {
+            s.apis.annotate("chat", "rollguard.dev/rollback-to", "previous").await;
+        })
+        .await;
     let before = s.md().await;
     let record = before
         .status
@@ -394,14 +381,15 @@ async fn killed_in_the_guard_window_the_window_is_kept_and_a_breach_still_rolls_
         .roll_out("chat", &["v1"], 1, json!({"rollbackPolicyRef": {"name": "llm"}}))
         .await;
     // Killed after the status write that records r2's promotion (its guard window opens).
-    s.kill_after(
-        &mut op,
-        status_write_with("revision 2 (version v2) serves all traffic"),
-        async {
-            s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
-        },
-    )
-    .await;
+    s.proxy
+        .kill_during(
+            &mut op,
+            status_write_with("revision 2 (version v2) serves all traffic"),
+            async {
+                s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+            },
+        )
+        .await;
     let promoted = |md: &ModelDeployment| {
         md.status
             .as_ref()
@@ -433,10 +421,11 @@ async fn killed_during_verification_the_window_keeps_its_start_and_passes_once()
         .roll_out("chat", &["v1", "v2"], 1, json!({"rollbackPolicyRef": {"name": "llm"}}))
         .await;
     // Killed after the status write that completes the rollback with verification Pending.
-    s.kill_after(&mut op, status_write_with("\"verification\":\"Pending\""), async {
-        s.apis.annotate("chat", "rollguard.dev/rollback-to", "previous").await;
-    })
-    .await;
+    s.proxy
+        .kill_during(&mut op, status_write_with("\"verification\":\"Pending\""), async {
+            s.apis.annotate("chat", "rollguard.dev/rollback-to", "previous").await;
+        })
+        .await;
     let record = s
         .md()
         .await

@@ -132,24 +132,6 @@ async fn pair(prefix: &str) -> Pair {
     }
 }
 
-impl Pair {
-    /// Kills the leader right after the API server carried out the first write `matches`
-    /// accepts, which `act` causes.
-    async fn kill_leader_after<F, A>(&mut self, matches: F, act: A)
-    where
-        F: Fn(&support::fault_proxy::Seen<'_>) -> bool + Send + Sync + 'static,
-        A: std::future::Future<Output = ()>,
-    {
-        let killed = self.proxy.kill_after(self.leader.child.id(), 1, matches);
-        act.await;
-        tokio::time::timeout(SECS_60, killed)
-            .await
-            .expect("the leader was killed at its point")
-            .expect("the proxy reports the kill");
-        self.leader.kill();
-    }
-}
-
 fn canary(steps: serde_json::Value) -> serde_json::Value {
     json!({"strategy": {"canary": {"steps": steps}}, "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}}})
 }
@@ -163,11 +145,13 @@ async fn a_leader_killed_at_50_percent_is_followed_without_a_double_step_and_a_p
     p.apis.roll_out("chat", &["v1"], 1, canary(steps)).await;
     let log = record_weights(&p.apis).await;
     let apis = p.apis.clone();
-    p.kill_leader_after(
-        |s| s.write_to("/httproutes/chat") && s.body.contains("\"weight\":50"),
-        apis.patch_spec("chat", json!({"model": {"version": "v2"}})),
-    )
-    .await;
+    p.proxy
+        .kill_during(
+            &mut p.leader,
+            |s| s.write_to("/httproutes/chat") && s.body.contains("\"weight\":50"),
+            apis.patch_spec("chat", json!({"model": {"version": "v2"}})),
+        )
+        .await;
     // During the failover (the Lease has not expired yet) someone promotes.
     apis.annotate("chat", "rollguard.dev/promote", "true").await;
     wait_log(&p.follower, "became the leader").await;
@@ -201,11 +185,13 @@ async fn a_leader_killed_in_a_gradual_hold_is_followed_on_the_same_clock_and_the
     let log = record_weights(&p.apis).await;
     let apis = p.apis.clone();
     // Killed after the status write that records the hold at 50% (step 1 of 3).
-    p.kill_leader_after(
-        |s| s.write_to("/modeldeployments/chat/status") && s.body.contains("at 50% (step 1 of 3)"),
-        apis.annotate("chat", "rollguard.dev/abort", "true"),
-    )
-    .await;
+    p.proxy
+        .kill_during(
+            &mut p.leader,
+            |s| s.write_to("/modeldeployments/chat/status") && s.body.contains("at 50% (step 1 of 3)"),
+            apis.annotate("chat", "rollguard.dev/abort", "true"),
+        )
+        .await;
     let record = apis
         .md
         .get("chat")

@@ -243,24 +243,34 @@ pub async fn apply(
         ),
     });
     for ev in plan.events.iter().cloned().chain(restored) {
-        let event = Event {
-            type_: if ev.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: ev.reason.to_string(),
-            note: Some(crate::truncate(&ev.note, 1024)),
-            // The recorder folds events with the same reason and action into one series;
-            // the note as action keeps distinct happenings (revision 2, then 3) apart.
-            action: crate::truncate(&ev.note, 128),
-            secondary: None,
-        };
-        if let Err(e) = recorder.publish(&event, &reference).await {
-            tracing::warn!(error = %e, reason = ev.reason, "failed to publish Event");
-        }
+        publish(recorder, &reference, &ev).await;
     }
     Ok(Writes(writes))
+}
+
+/// Publishes `ev` about `reference`; a failure is logged, not returned (an Event is never
+/// worth failing the reconcile for).
+pub(super) async fn publish(
+    recorder: &kube::runtime::events::Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    ev: &crate::plan::PlannedEvent,
+) {
+    let event = Event {
+        type_: if ev.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: ev.reason.to_string(),
+        note: Some(crate::truncate(&ev.note, 1024)),
+        // The recorder folds events with the same reason and action into one series;
+        // the note as action keeps distinct happenings (revision 2, then 3) apart.
+        action: crate::truncate(&ev.note, 128),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, reference).await {
+        tracing::warn!(error = %e, reason = ev.reason, "failed to publish Event");
+    }
 }
 
 /// Removes annotation `key` if it still holds the value `md` was planned with: a new

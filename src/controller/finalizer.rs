@@ -9,7 +9,6 @@
 //! operator gone.
 
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
 use super::resources::Owner;
@@ -77,19 +76,15 @@ pub async fn release(ctx: &Context, md: &ModelDeployment, owner: &Owner) -> Resu
         };
         if let Some(from) = reset {
             tracing::info!(namespace = %owner.namespace, name = %owner.name, ?from, "deleted mid-rollout: route weights returned to stable");
-            let event = Event {
-                type_: EventType::Normal,
-                reason: "TrafficReset".into(),
-                note: Some(format!(
+            let event = crate::plan::PlannedEvent {
+                warning: false,
+                reason: "TrafficReset",
+                note: format!(
                     "ModelDeployment deleted while the canary had {}% of the traffic; the route was set to 100/0 on stable before its children go",
                     from.canary
-                )),
-                action: "Delete".into(),
-                secondary: None,
+                ),
             };
-            if let Err(e) = ctx.recorder.publish(&event, &md.object_ref(&())).await {
-                tracing::warn!(error = %e, "failed to publish the TrafficReset Event");
-            }
+            super::apply::publish(&ctx.recorder, &md.object_ref(&()), &event).await;
         }
     }
     set(ctx, owner, false).await.map(|_| ())

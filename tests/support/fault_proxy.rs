@@ -86,6 +86,24 @@ impl FaultProxy {
         }
     }
 
+    /// Arms the proxy to kill `op` after the first request `matches` accepts, runs `act`,
+    /// and waits (60 s at most) until the kill happened; reaps `op`. Returns the request
+    /// after which it died.
+    pub async fn kill_during<F, A>(&self, op: &mut super::Operator, matches: F, act: A) -> String
+    where
+        F: Fn(&Seen<'_>) -> bool + Send + Sync + 'static,
+        A: std::future::Future<Output = ()>,
+    {
+        let fired = self.kill_after(op.child.id(), 1, matches);
+        act.await;
+        let request = tokio::time::timeout(std::time::Duration::from_secs(60), fired)
+            .await
+            .unwrap_or_else(|_| panic!("the operator was not stopped at its point within 60s"))
+            .expect("the proxy reports the kill");
+        op.kill();
+        request
+    }
+
     /// Kills process `pid` (SIGKILL) right after the API server has carried out the `nth`
     /// request that `matches` (counted from now), before its answer is passed on. The
     /// receiver gets the request line once that happened.
