@@ -1,7 +1,7 @@
 # rollguard: the README's two commands are `make demo` and `make test`.
 SHELL := /usr/bin/env bash
 
-.PHONY: demo test bench chaos build image crds crd-check cluster-up cluster-down control-plane
+.PHONY: demo test bench chaos build image install-plugin plugin-release crds crd-check cluster-up cluster-down control-plane
 
 ## demo: start the local control plane, install the CRDs and examples, run the operator
 demo:
@@ -26,6 +26,18 @@ build:
 ## target/image/oci, built with umoci without a Docker daemon; prints its name and size
 image:
 	bash hack/image.sh
+
+## install-plugin: the release build of `kubectl rollguard` in $(PREFIX)/bin (default
+## ~/.local/bin; kubectl finds it there when that directory is on PATH)
+PREFIX ?= $(HOME)/.local
+install-plugin:
+	cargo build --release --quiet --bin kubectl-rollguard
+	install -D -m 0755 target/release/kubectl-rollguard $(PREFIX)/bin/kubectl-rollguard
+	@echo "installed $(PREFIX)/bin/kubectl-rollguard: try 'kubectl rollguard --help'"
+
+## plugin-release: the krew archive of kubectl-rollguard and its manifest, in target/plugin
+plugin-release:
+	bash hack/plugin-release.sh
 
 ## crds: regenerate crds/ (and the chart's copy) from the Rust types
 crds:

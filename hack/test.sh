@@ -55,12 +55,18 @@ done
 step "helm (built from its Go module, cached) for the chart tests"
 HELM_BIN=$(bash "$ROOT/hack/build-helm.sh" | tail -n 1)
 
+step "krew and validate-krew-manifest (built from their Go module, cached) for the plugin test"
+KREW_TOOLS=$(bash "$ROOT/hack/build-krew.sh")
+KREW_BIN=$(sed -n 1p <<<"$KREW_TOOLS")
+KREW_VALIDATE_BIN=$(sed -n 2p <<<"$KREW_TOOLS")
+
 step "make image (release build, packed with umoci) for the image test"
 bash "$ROOT/hack/image.sh" >/dev/null
 
 step "cargo test"
 ROLLGUARD_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" ROLLGUARD_KUBECTL="$BIN_DIR/kubectl" \
-  ROLLGUARD_PROMETHEUS="$PROMETHEUS_BIN" ROLLGUARD_HELM="$HELM_BIN" cargo test --lib --bins --tests
+  ROLLGUARD_PROMETHEUS="$PROMETHEUS_BIN" ROLLGUARD_HELM="$HELM_BIN" \
+  ROLLGUARD_KREW="$KREW_BIN" ROLLGUARD_KREW_VALIDATE="$KREW_VALIDATE_BIN" cargo test --lib --bins --tests
 step "cargo test --doc"
 cargo test --doc
 step "done"

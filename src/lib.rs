@@ -9,6 +9,7 @@
 pub mod api;
 pub mod conditions;
 pub mod controller;
+pub mod kubectl;
 pub mod metrics;
 pub mod plan;
 pub mod revision;

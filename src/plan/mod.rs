@@ -23,7 +23,7 @@ use jiff::Timestamp;
 use crate::api::ModelDeploymentStatus;
 use crate::revision::Snapshot;
 
-pub use planner::{deployment_name, judged, plan};
+pub use planner::{RESTORED, deployment_name, judged, plan};
 pub use status::{ANNOTATION_ACCEPTED, METRICS_WARNING, POLICY_RESOLVED, TRAFFIC_ROUTED};
 
 /// A revision as stored in the cluster (its ControllerRevision).

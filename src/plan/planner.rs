@@ -22,7 +22,7 @@ use crate::conditions::stamp;
 use crate::revision::{self, Snapshot};
 
 /// Restored by a rollback: the history reason that keeps a revision out of the guard window.
-pub(super) const RESTORED: &str = "restored by a rollback";
+pub const RESTORED: &str = "restored by a rollback";
 
 /// Decides what the world should look like for `md`, given what was observed.
 ///
