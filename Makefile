@@ -1,7 +1,7 @@
 # rollguard: the README's two commands are `make demo` and `make test`.
 SHELL := /usr/bin/env bash
 
-.PHONY: demo test bench chaos build image install-plugin plugin-release crds crd-check cluster-up cluster-down control-plane
+.PHONY: demo test bench chaos build image install-plugin plugin-release argocd-cm crds crd-check cluster-up cluster-down control-plane
 
 ## demo: start the local control plane, install the CRDs and examples, run the operator
 demo:
@@ -38,6 +38,10 @@ install-plugin:
 ## plugin-release: the krew archive of kubectl-rollguard and its manifest, in target/plugin
 plugin-release:
 	bash hack/plugin-release.sh
+
+## argocd-cm: deploy/argocd/argocd-cm.yaml from the Argo CD health checks
+argocd-cm:
+	bash hack/argocd-cm.sh
 
 ## crds: regenerate crds/ (and the chart's copy) from the Rust types
 crds:

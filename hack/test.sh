@@ -60,13 +60,18 @@ KREW_TOOLS=$(bash "$ROOT/hack/build-krew.sh")
 KREW_BIN=$(sed -n 1p <<<"$KREW_TOOLS")
 KREW_VALIDATE_BIN=$(sed -n 2p <<<"$KREW_TOOLS")
 
+step "kstatus (hack/kstatus over sigs.k8s.io/cli-utils, cached) for the Flux test"
+KSTATUS_BIN=$(bash "$ROOT/hack/build-kstatus.sh" | tail -n 1)
+command -v lua5.1 >/dev/null || { echo "error: lua5.1 is required for the Argo CD health tests (Debian package lua5.1; .ci/run installs it)" >&2; exit 1; }
+
 step "make image (release build, packed with umoci) for the image test"
 bash "$ROOT/hack/image.sh" >/dev/null
 
 step "cargo test"
 ROLLGUARD_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" ROLLGUARD_KUBECTL="$BIN_DIR/kubectl" \
   ROLLGUARD_PROMETHEUS="$PROMETHEUS_BIN" ROLLGUARD_HELM="$HELM_BIN" \
-  ROLLGUARD_KREW="$KREW_BIN" ROLLGUARD_KREW_VALIDATE="$KREW_VALIDATE_BIN" cargo test --lib --bins --tests
+  ROLLGUARD_KREW="$KREW_BIN" ROLLGUARD_KREW_VALIDATE="$KREW_VALIDATE_BIN" \
+  ROLLGUARD_KSTATUS="$KSTATUS_BIN" cargo test --lib --bins --tests
 step "cargo test --doc"
 cargo test --doc
 step "done"

@@ -26,6 +26,9 @@ pub mod reasons {
     pub const PROGRESSING: &str = "Progressing";
     /// Everything is as the spec asks.
     pub const RECONCILED: &str = "Reconciled";
+    /// Ready and Reconciling while a rollout holds because its triggers cannot be
+    /// evaluated (`onMetricsUnavailable: Hold`).
+    pub const METRICS_HOLD: &str = "MetricsHold";
 }
 
 /// `"True"`, `"False"` or `"Unknown"`.

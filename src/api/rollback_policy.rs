@@ -315,7 +315,8 @@ pub struct RollbackPolicyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub model_deployments: Vec<String>,
 
-    /// Valid: whether every trigger's query can be built, with the reason when not.
+    /// Valid: whether every trigger's query can be built, with the reason when not; Ready
+    /// and Stalled say the same in kstatus terms (an invalid policy is Stalled).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -21,14 +21,21 @@ const INVALID_QUERY: &str = "InvalidQuery";
 fn desired_status(policy: &RollbackPolicy, users: Vec<String>, now: &Time) -> RollbackPolicyStatus {
     let generation = policy.metadata.generation.unwrap_or(0);
     let current = policy.status.clone().unwrap_or_default();
-    let valid = match crate::metrics::query::validate(&policy.spec) {
-        Ok(()) => Desired::new(
-            types::VALID,
-            Some(true),
-            VALID,
-            format!("{} trigger(s) can be evaluated", policy.spec.triggers.len()),
-        ),
-        Err(why) => Desired::new(types::VALID, Some(false), INVALID_QUERY, why),
+    // Valid for people; Ready and Stalled for kstatus (Flux, `kubectl wait`).
+    let desired = match crate::metrics::query::validate(&policy.spec) {
+        Ok(()) => {
+            let message = format!("{} trigger(s) can be evaluated", policy.spec.triggers.len());
+            vec![
+                Desired::new(types::VALID, Some(true), VALID, message.clone()),
+                Desired::new(types::READY, Some(true), VALID, message),
+                Desired::new(types::STALLED, Some(false), VALID, ""),
+            ]
+        }
+        Err(why) => vec![
+            Desired::new(types::VALID, Some(false), INVALID_QUERY, why.clone()),
+            Desired::new(types::READY, Some(false), INVALID_QUERY, why.clone()),
+            Desired::new(types::STALLED, Some(true), INVALID_QUERY, why),
+        ],
     };
     let mut users = users;
     users.sort();
@@ -36,7 +43,7 @@ fn desired_status(policy: &RollbackPolicy, users: Vec<String>, now: &Time) -> Ro
     RollbackPolicyStatus {
         observed_generation: Some(generation),
         model_deployments: users,
-        conditions: conditions::merge(&current.conditions, &[valid], &[], generation, now),
+        conditions: conditions::merge(&current.conditions, &desired, &[], generation, now),
     }
 }
 
@@ -107,6 +114,15 @@ mod tests {
         assert_eq!(s.model_deployments, vec!["a", "b"]);
         let c = conditions::find(&s.conditions, types::VALID).expect("Valid");
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", INVALID_QUERY));
+        let stalled = conditions::find(&s.conditions, types::STALLED).expect("Stalled");
+        assert_eq!(
+            (stalled.status.as_str(), stalled.message.as_str()),
+            ("True", c.message.as_str())
+        );
+        assert_eq!(
+            conditions::find(&s.conditions, types::READY).map(|c| c.status.as_str()),
+            Some("False")
+        );
         assert!(
             c.message
                 .contains("spec.triggers[1] (typo): unknown variable {{revison}}"),
@@ -122,5 +138,8 @@ mod tests {
         let s = desired_status(&p, vec![], &Time(jiff::Timestamp::UNIX_EPOCH));
         let c = conditions::find(&s.conditions, types::VALID).expect("Valid");
         assert_eq!(c.status, "True");
+        let kstatus = |t: &str| conditions::find(&s.conditions, t).map(|c| c.status.clone());
+        assert_eq!(kstatus(types::READY).as_deref(), Some("True"));
+        assert_eq!(kstatus(types::STALLED).as_deref(), Some("False"));
     }
 }

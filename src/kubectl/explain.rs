@@ -14,7 +14,7 @@ use crate::api::labels::{CANARY_STEP, ROLLBACK_STEP};
 use crate::api::{
     ModelDeployment, ModelDeploymentStatus, Phase, RollbackMode, RollbackPolicy, TriggerVerdict, Verification,
 };
-use crate::conditions::{find, types};
+use crate::conditions::{find, reasons, types};
 use crate::plan::{ANNOTATION_ACCEPTED, CanaryStepState};
 
 /// The explanation, for a person (`render`) or a script (`-o json|yaml`).
@@ -89,7 +89,8 @@ pub fn explain(
     }
     if let Some(hold) = find(&status.conditions, types::METRICS_AVAILABLE).filter(|c| c.status == "False") {
         e.because.push(format!("metrics unavailable: {}", hold.message));
-        if hold.message.contains("holding") {
+        let holding = find(&status.conditions, types::READY).is_some_and(|c| c.reason == reasons::METRICS_HOLD);
+        if holding {
             e.waiting_for
                 .get_or_insert_with(|| "the metrics provider to answer (onMetricsUnavailable: Hold)".into());
         }
@@ -554,6 +555,8 @@ mod tests {
                    "canaryWeight": 10, "currentStepIndex": 0, "history": history(),
                    "conditions": [{"type": "MetricsAvailable", "status": "False", "reason": "ProviderUnavailable",
                                    "message": "trigger error-rate on revision 2: connection refused; holding (onMetricsUnavailable: Hold)",
+                                   "lastTransitionTime": "2026-12-01T10:00:00Z"},
+                                  {"type": "Ready", "status": "False", "reason": "MetricsHold", "message": "m",
                                    "lastTransitionTime": "2026-12-01T10:00:00Z"}]}),
         );
         let e = explain(&m, None, &[], at("2026-12-01T10:00:00Z"));

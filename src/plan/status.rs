@@ -205,6 +205,9 @@ impl Planner<'_> {
             phase => {
                 let reason = match phase {
                     Phase::RollingBack => "RollingBack",
+                    // The rollout stands still until the provider answers: GitOps health
+                    // reads this reason (Suspended), kubectl rollguard explain says so.
+                    _ if self.metrics_hold().is_some() => reasons::METRICS_HOLD,
                     Phase::Paused => "Paused",
                     _ => reasons::PROGRESSING,
                 };

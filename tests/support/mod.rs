@@ -9,6 +9,7 @@ pub mod apis;
 pub mod cluster;
 pub mod fault_proxy;
 pub mod httproute;
+pub mod lua;
 pub mod operator;
 pub mod yaml;
 

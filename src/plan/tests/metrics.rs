@@ -152,9 +152,13 @@ fn metrics_unavailable_holds_the_canary_and_it_goes_on_when_they_are_back() {
         .expect("MetricsAvailable");
     assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ProviderUnavailable"));
     assert!(c.message.contains("connection refused"), "{}", c.message);
+    let ready = crate::conditions::find(&p.status.conditions, crate::conditions::types::READY).expect("Ready");
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "MetricsHold"));
     evaluate_now(&mut w, Some(0.0), Some(0.1));
     let p = w.step();
     assert_eq!(p.route_weight, Some(60), "the rollout goes on");
+    let ready = crate::conditions::find(&p.status.conditions, crate::conditions::types::READY).expect("Ready");
+    assert_ne!(ready.reason, "MetricsHold");
 }
 
 #[test]
