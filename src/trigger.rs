@@ -37,17 +37,6 @@ pub fn breaches(op: Operator, value: f64, threshold: f64) -> bool {
     }
 }
 
-fn symbol(op: Operator) -> &'static str {
-    match op {
-        Operator::Gt => ">",
-        Operator::Ge => ">=",
-        Operator::Lt => "<",
-        Operator::Le => "<=",
-        Operator::Eq => "==",
-        Operator::Ne => "!=",
-    }
-}
-
 /// Whether a trigger evaluated at `last` (on the same revision) is due again at `now`.
 pub fn due(previous: Option<&TriggerAnalysis>, revision: i64, interval: SignedDuration, now: Timestamp) -> bool {
     let last = previous
@@ -133,7 +122,7 @@ pub fn evaluate(
     };
     // JSON has no infinities: the value field holds finite values, the message all.
     entry.value = value.is_finite().then_some(value);
-    let op = symbol(trigger.operator);
+    let op = trigger.operator.symbol();
     if !breaches(trigger.operator, value, trigger.threshold) {
         entry.consecutive_breaches = 0;
         entry.verdict = Some(TriggerVerdict::Healthy);

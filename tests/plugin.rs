@@ -207,6 +207,10 @@ async fn every_command_and_exit_code_through_a_canary_a_rollback_and_a_retry() {
     has(&run.stdout, "Degraded:");
     apis.wait_rolled_back("chat", 1, Some(rollguard::api::RollbackTrigger::Manual))
         .await;
+    // get shows the last rollback: from, to, what started it, how, when, the verification.
+    let run = expect(&ns, &["get", "chat"], 0).await;
+    has(&run.stdout, "Last rollback: revision 3 -> 1, Manual");
+    has(&run.stdout, "Instant, started ");
 
     // history: newest first, with roles; as a table and as JSON.
     let run = expect(&ns, &["history", "chat"], 0).await;

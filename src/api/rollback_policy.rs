@@ -221,6 +221,20 @@ pub enum Operator {
     Ne,
 }
 
+impl Operator {
+    /// The comparison as a symbol: `>`, `>=`, `<`, `<=`, `==`, `!=`.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Operator::Gt => ">",
+            Operator::Ge => ">=",
+            Operator::Lt => "<",
+            Operator::Le => "<=",
+            Operator::Eq => "==",
+            Operator::Ne => "!=",
+        }
+    }
+}
+
 /// What a trigger does when it fires.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 pub enum Severity {

@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use serde::Serialize;
 
 use super::view::{rollback_words, step_words};
-use super::{age, number, operator_symbol};
+use super::{age, number};
 use crate::api::labels::{CANARY_STEP, ROLLBACK_STEP};
 use crate::api::{
     ModelDeployment, ModelDeploymentStatus, Phase, RollbackMode, RollbackPolicy, TriggerVerdict, Verification,
@@ -203,14 +203,7 @@ impl Facts<'_> {
         if let Some((words, false)) = &ready {
             because.push(words.clone());
         }
-        let steps = self
-            .md
-            .spec
-            .strategy
-            .canary
-            .as_ref()
-            .map(|c| c.steps.as_slice())
-            .unwrap_or_default();
+        let steps = self.md.spec.strategy.canary_steps();
         let Some(canary) = s.canary_revision else {
             // Blue/green, or a first revision.
             return match (&ready, self.md.spec.strategy.blue_green.as_ref()) {
@@ -391,13 +384,7 @@ impl Facts<'_> {
                     .map(number)
                     .unwrap_or_else(|| a.message.clone().unwrap_or_else(|| "no value".into()));
                 let threshold = t
-                    .map(|t| {
-                        format!(
-                            ", breaches when {} {}",
-                            operator_symbol(t.operator),
-                            number(t.threshold)
-                        )
-                    })
+                    .map(|t| format!(", breaches when {} {}", t.operator.symbol(), number(t.threshold)))
                     .unwrap_or_default();
                 let verdict = match a.verdict {
                     Some(TriggerVerdict::Breached) => match t {

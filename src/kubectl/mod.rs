@@ -13,8 +13,8 @@ pub mod view;
 
 use jiff::{SignedDuration, Timestamp};
 
+use crate::api::ModelDeployment;
 use crate::api::annotations::{ABORT, PROMOTE, RETRY, ROLLBACK_TO};
-use crate::api::{ModelDeployment, Operator};
 use crate::plan::annotations::{BadValue, parse_rollback_to};
 
 /// What a person asks of a ModelDeployment.
@@ -87,18 +87,6 @@ pub fn check_rollback_target(md: &ModelDeployment, to: &str) -> Result<(), Strin
             md.metadata.name.as_deref().unwrap_or_default(),
             known()
         )),
-    }
-}
-
-/// The comparison a trigger makes, as a symbol.
-pub fn operator_symbol(op: Operator) -> &'static str {
-    match op {
-        Operator::Gt => ">",
-        Operator::Ge => ">=",
-        Operator::Lt => "<",
-        Operator::Le => "<=",
-        Operator::Eq => "==",
-        Operator::Ne => "!=",
     }
 }
 

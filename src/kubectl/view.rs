@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::{ago, number, operator_symbol, table};
+use super::{ago, number, table};
 use crate::api::{ModelDeployment, Phase, RevisionRecord, RollbackPolicy, RollbackRecord, TriggerVerdict};
 
 /// One revision with its share of traffic.
@@ -142,13 +142,7 @@ impl Summary {
             version: version(revision),
             weight: canary_weight.unwrap_or(0),
         });
-        let steps = md
-            .spec
-            .strategy
-            .canary
-            .as_ref()
-            .map(|c| c.steps.as_slice())
-            .unwrap_or_default();
+        let steps = md.spec.strategy.canary_steps();
         let step = match (status.canary_revision, status.current_step_index) {
             (Some(_), Some(i)) if i >= 0 && (i as usize) < steps.len() => Some(StepView {
                 number: i + 1,
@@ -167,7 +161,7 @@ impl Summary {
                     trigger: a.trigger.clone(),
                     revision: a.revision,
                     value: a.value,
-                    breaches_when: t.map(|t| format!("{} {}", operator_symbol(t.operator), number(t.threshold))),
+                    breaches_when: t.map(|t| format!("{} {}", t.operator.symbol(), number(t.threshold))),
                     verdict: a.verdict,
                     consecutive_breaches: a.consecutive_breaches,
                     consecutive: t.map(|t| t.consecutive),
