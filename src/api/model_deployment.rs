@@ -37,7 +37,12 @@ use super::common::{Duration, LocalObjectReference};
     printcolumn(name = "Stable", type_ = "integer", json_path = ".status.stableRevision"),
     printcolumn(name = "Canary", type_ = "integer", json_path = ".status.canaryRevision"),
     printcolumn(name = "Weight", type_ = "integer", json_path = ".status.canaryWeight"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    )
 )]
 #[x_kube(
     validation = Rule::new("!has(self.strategy) || !has(self.strategy.canary) || has(self.trafficRouting)")
@@ -53,7 +58,9 @@ pub struct ModelDeploymentSpec {
     /// The model this server serves. A change here is a new revision.
     pub model: ModelSpec,
 
-    /// Number of model server pods of each live revision. Defaults to 1.
+    /// Number of model server pods of each live revision. Defaults to 1. Also the scale
+    /// subresource's replicas: an autoscaler that scales the ModelDeployment sets it, and a
+    /// change of it is never a new revision.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0))]
     pub replicas: i32,
@@ -195,6 +202,13 @@ pub struct Strategy {
     /// Bring the new revision up beside the stable one, then switch all traffic at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blue_green: Option<BlueGreenStrategy>,
+}
+
+impl Strategy {
+    /// The canary steps; none for blue/green.
+    pub fn canary_steps(&self) -> &[CanaryStep] {
+        self.canary.as_ref().map(|c| c.steps.as_slice()).unwrap_or_default()
+    }
 }
 
 impl Default for Strategy {
@@ -389,6 +403,16 @@ pub struct ModelDeploymentStatus {
     /// Index of the canary step being run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_step_index: Option<i32>,
+
+    /// Ready pods of the stable revision: the current size that the scale subresource
+    /// reports to a HorizontalPodAutoscaler or KEDA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+
+    /// The label selector of the stable revision's pods, for the scale subresource (the
+    /// pods whose metrics an autoscaler averages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
 
     /// Revisions, newest first: at most revisionHistoryLimit, plus the live ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

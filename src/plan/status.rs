@@ -147,6 +147,18 @@ impl Planner<'_> {
                 None
             },
             current_step_index: canary_step_index,
+            replicas: self
+                .stable
+                .and_then(|s| self.obs.deployments.get(&s))
+                .map(|d| d.ready_replicas),
+            selector: self.stable.map(|s| {
+                format!(
+                    "{}={},{}={s}",
+                    crate::api::labels::MODEL_DEPLOYMENT,
+                    self.md.metadata.name.as_deref().unwrap_or_default(),
+                    crate::api::labels::REVISION
+                )
+            }),
             history: self.history.values().rev().cloned().collect(),
             last_rollback: self.last_rollback.clone(),
             analysis: match &self.obs.metrics {
