@@ -1,4 +1,6 @@
-//! Canary steps on a Gateway API HTTPRoute, against the local control plane.
+//! Canary steps on a Gateway API HTTPRoute, against the local control plane. The scenarios
+//! of steps, abort, blue/green and a restart mid-step run twice: with the route's backends
+//! the Services, and with them the InferencePools of the Inference Extension.
 
 mod support;
 
@@ -7,7 +9,7 @@ use std::time::Duration;
 use kube::api::PostParams;
 use kube::core::DynamicObject;
 use rollguard::api::{Phase, RevisionPhase};
-use rollguard::traffic::Weights;
+use rollguard::traffic::{BackendKind, Weights};
 use serde_json::json;
 use support::httproute::*;
 use support::*;
@@ -24,20 +26,34 @@ async fn wait_paused_at(apis: &Apis, index: i32) -> rollguard::api::ModelDeploym
     .await
 }
 
-fn canary_spec(steps: serde_json::Value) -> serde_json::Value {
-    json!({"strategy": {"canary": {"steps": steps}}, "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}}})
+fn canary_spec(apis: &Apis, steps: serde_json::Value) -> serde_json::Value {
+    json!({"strategy": {"canary": {"steps": steps}}, "trafficRouting": routing(apis)})
 }
 
 async fn setup(prefix: &str) -> (TestNamespace, Apis, Operator) {
-    with_route(prefix, &["--resync-seconds", "2"]).await
+    setup_to(BackendKind::Service, prefix).await
+}
+
+async fn setup_to(backend: BackendKind, prefix: &str) -> (TestNamespace, Apis, Operator) {
+    with_route_to(backend, prefix, &["--resync-seconds", "2"]).await
 }
 
 #[tokio::test]
 async fn canary_weights_on_the_httproute_follow_the_steps() {
-    let (_ns, apis, op) = setup("canary").await;
+    weights_follow_the_steps(BackendKind::Service, "canary").await;
+}
+
+#[tokio::test]
+async fn canary_weights_on_inference_pools_follow_the_steps() {
+    weights_follow_the_steps(BackendKind::InferencePool, "pool-canary").await;
+}
+
+async fn weights_follow_the_steps(backend: BackendKind, prefix: &str) {
+    let (_ns, apis, op) = setup_to(backend, prefix).await;
     let steps =
         json!([{"setWeight": 10}, {"pause": {"duration": "3s"}}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]);
-    apis.roll_out("chat", &["v1"], 1, canary_spec(steps)).await;
+    apis.roll_out("chat", &["v1"], 1, canary_spec(&apis, steps)).await;
+    assert_pools_follow_services(&apis).await;
 
     apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
     let at_10 = wait_weight(&apis, 10).await;
@@ -64,11 +80,13 @@ async fn canary_weights_on_the_httproute_follow_the_steps() {
     op.wait_reconciles("chat", 2).await;
     assert_eq!(route_weights(&apis).await.map(|w| w.canary), Some(50));
     assert_eq!(apis.service_revision("chat").await, Some(1));
+    assert_pools_follow_services(&apis).await;
 
     apis.annotate("chat", "rollguard.dev/promote", "true").await;
     let md = apis.wait_healthy("chat", 2).await;
     assert_eq!(apis.service_revision("chat").await, Some(2));
     wait_weight(&apis, 0).await;
+    assert_pools_follow_services(&apis).await;
     assert_eq!(route_weights(&apis).await, Some(Weights { stable: 100, canary: 0 }));
     assert_eq!(
         md.status
@@ -86,9 +104,18 @@ async fn canary_weights_on_the_httproute_follow_the_steps() {
 
 #[tokio::test]
 async fn promote_full_skips_the_steps_and_abort_sets_the_weight_to_zero() {
-    let (_ns, apis, _op) = setup("canary-abort").await;
+    promote_full_and_abort(BackendKind::Service, "canary-abort").await;
+}
+
+#[tokio::test]
+async fn promote_full_and_abort_on_inference_pools() {
+    promote_full_and_abort(BackendKind::InferencePool, "pool-abort").await;
+}
+
+async fn promote_full_and_abort(backend: BackendKind, prefix: &str) {
+    let (_ns, apis, _op) = setup_to(backend, prefix).await;
     let steps = json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}, {"pause": {}}]);
-    apis.roll_out("chat", &["v1"], 1, canary_spec(steps)).await;
+    apis.roll_out("chat", &["v1"], 1, canary_spec(&apis, steps)).await;
 
     apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
     wait_weight(&apis, 20).await;
@@ -108,6 +135,7 @@ async fn promote_full_skips_the_steps_and_abort_sets_the_weight_to_zero() {
     let status = md.status.expect("status");
     assert_eq!(status.stable_revision, Some(2));
     assert_eq!(apis.service_revision("chat").await, Some(2));
+    assert_pools_follow_services(&apis).await;
 }
 
 #[tokio::test]
@@ -138,8 +166,17 @@ async fn a_missing_route_gets_a_condition_and_a_warning_and_traffic_stays() {
 
 #[tokio::test]
 async fn blue_green_with_a_router_switches_the_weights_in_one_write() {
-    let (_ns, apis, _op) = setup("bg-router").await;
-    let spec = json!({"strategy": {"blueGreen": {"autoPromote": true}}, "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}}});
+    blue_green_switch(BackendKind::Service, "bg-router").await;
+}
+
+#[tokio::test]
+async fn blue_green_on_inference_pools_switches_the_weights_in_one_write() {
+    blue_green_switch(BackendKind::InferencePool, "pool-bg").await;
+}
+
+async fn blue_green_switch(backend: BackendKind, prefix: &str) {
+    let (_ns, apis, _op) = setup_to(backend, prefix).await;
+    let spec = json!({"strategy": {"blueGreen": {"autoPromote": true}}, "trafficRouting": routing(&apis)});
     apis.roll_out("chat", &["v1"], 1, spec).await;
     let seen = record_weights(&apis).await;
     apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
@@ -160,19 +197,29 @@ async fn blue_green_with_a_router_switches_the_weights_in_one_write() {
         .managed_fields
         .unwrap_or_default();
     assert!(history.iter().any(|m| m.manager.as_deref() == Some("rollguard")));
+    assert_pools_follow_services(&apis).await;
 }
 
 #[tokio::test]
 async fn an_operator_restart_in_the_middle_of_a_step_resumes_it() {
+    restart_mid_step(BackendKind::Service, "canary-restart").await;
+}
+
+#[tokio::test]
+async fn an_operator_restart_in_the_middle_of_a_step_on_inference_pools_resumes_it() {
+    restart_mid_step(BackendKind::InferencePool, "pool-restart").await;
+}
+
+async fn restart_mid_step(backend: BackendKind, prefix: &str) {
     let cluster = cluster().await;
     apply_router_crds(&cluster.client).await;
-    let ns = TestNamespace::create(&cluster.client, "canary-restart").await;
-    let apis = Apis::new(&cluster.client, &ns.name);
+    let ns = TestNamespace::create(&cluster.client, prefix).await;
+    let apis = Apis::new(&cluster.client, &ns.name).routing_to(backend);
     create_route(&apis).await;
     let start = || Operator::start_with(&ns.name, &["--resync-seconds", "2"]);
     let mut op = start();
     let steps = json!([{"setWeight": 10}, {"pause": {"duration": "4s"}}, {"setWeight": 50}, {"pause": {}}]);
-    apis.roll_out("chat", &["v1"], 1, canary_spec(steps)).await;
+    apis.roll_out("chat", &["v1"], 1, canary_spec(&apis, steps)).await;
     apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
     let at_10 = wait_weight(&apis, 10).await;
     // Killed during the timed pause, down for a second.
@@ -190,6 +237,7 @@ async fn an_operator_restart_in_the_middle_of_a_step_resumes_it() {
     let md = wait_paused_at(&apis, 3).await;
     let revs: Vec<i64> = md.status.expect("status").history.iter().map(|h| h.revision).collect();
     assert_eq!(revs, vec![2, 1]);
+    assert_pools_follow_services(&apis).await;
     drop(op);
 }
 
@@ -252,7 +300,7 @@ async fn a_canary_walking_its_steps_never_flaps() {
     let (_ns, apis, _op) = setup("canary-flap").await;
     let steps = json!([{"setWeight": 20}, {"pause": {"duration": "1s"}}, {"setWeight": 50}, {"pause": {}},
                        {"setWeight": 80}, {"pause": {"duration": "1s"}}]);
-    apis.roll_out("chat", &["v1"], 1, canary_spec(steps)).await;
+    apis.roll_out("chat", &["v1"], 1, canary_spec(&apis, steps)).await;
     let log = record_statuses(&apis.md, "chat").await;
 
     apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use rollguard::api::{Phase, RevisionPhase, RollbackMode, RollbackPolicy};
+use rollguard::traffic::BackendKind;
 use serde_json::json;
 use support::httproute::*;
 use support::*;
@@ -31,9 +32,14 @@ async fn create_policy(apis: &Apis, on_unhealthy: &str) {
 
 /// A canary that stops at 60% in an open pause, with the gradual policy.
 fn spec(template: Option<serde_json::Value>) -> serde_json::Value {
+    spec_to(json!({"gatewayAPI": {"httpRoute": "chat"}}), template)
+}
+
+/// [`spec`] with `routing` as `spec.trafficRouting`.
+fn spec_to(routing: serde_json::Value, template: Option<serde_json::Value>) -> serde_json::Value {
     let mut spec = json!({
         "strategy": {"canary": {"steps": [{"setWeight": 60}, {"pause": {}}]}},
-        "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}},
+        "trafficRouting": routing,
         "rollbackPolicyRef": {"name": "gradual"}
     });
     if let Some(t) = template {
@@ -43,10 +49,14 @@ fn spec(template: Option<serde_json::Value>) -> serde_json::Value {
 }
 
 async fn setup(prefix: &str, on_unhealthy: &str) -> (TestNamespace, Apis, Operator) {
+    setup_to(BackendKind::Service, prefix, on_unhealthy).await
+}
+
+async fn setup_to(backend: BackendKind, prefix: &str, on_unhealthy: &str) -> (TestNamespace, Apis, Operator) {
     let cluster = cluster().await;
     apply_router_crds(&cluster.client).await;
     let ns = TestNamespace::create(&cluster.client, prefix).await;
-    let apis = Apis::new(&cluster.client, &ns.name);
+    let apis = Apis::new(&cluster.client, &ns.name).routing_to(backend);
     create_route(&apis).await;
     create_policy(&apis, on_unhealthy).await;
     let op = Operator::start_with(&ns.name, &["--resync-seconds", "2"]);
@@ -65,8 +75,17 @@ async fn wait_rolled_back(apis: &Apis) -> rollguard::api::ModelDeployment {
 
 #[tokio::test]
 async fn a_gradual_rollback_walks_50_20_5_0_holding_each_step() {
-    let (_ns, apis, _op) = setup("gradual", "Pause").await;
-    apis.roll_out("chat", &["v1"], 1, spec(None)).await;
+    gradual_walk(BackendKind::Service, "gradual").await;
+}
+
+#[tokio::test]
+async fn a_gradual_rollback_on_inference_pools_walks_50_20_5_0_holding_each_step() {
+    gradual_walk(BackendKind::InferencePool, "gradual-pool").await;
+}
+
+async fn gradual_walk(backend: BackendKind, prefix: &str) {
+    let (_ns, apis, _op) = setup_to(backend, prefix, "Pause").await;
+    apis.roll_out("chat", &["v1"], 1, spec_to(routing(&apis), None)).await;
     apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
     wait_weight(&apis, 60).await;
     let log = record_weights(&apis).await;
@@ -121,6 +140,7 @@ async fn a_gradual_rollback_walks_50_20_5_0_holding_each_step() {
         scaled_down.is_some(),
         "the revision left is scaled down once it has no traffic"
     );
+    assert_pools_follow_services(&apis).await;
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use kube::api::{Api, PostParams};
 use rollguard::api::{Phase, RollbackPolicy, RollbackTrigger, TriggerVerdict};
+use rollguard::traffic::BackendKind;
 use serde_json::{Value, json};
 use support::httproute::*;
 use support::prometheus::PrometheusServer;
@@ -29,10 +30,15 @@ struct Setup {
 /// A namespace with the HTTPRoute, the simulator, a Prometheus scraping revisions 1..=4 of
 /// `chat`, the policy `llm` with `triggers`, and the operator.
 async fn setup(prefix: &str, policy: Value) -> Setup {
+    setup_to(BackendKind::Service, prefix, policy).await
+}
+
+/// [`setup`], the HTTPRoute routing to `backend`.
+async fn setup_to(backend: BackendKind, prefix: &str, policy: Value) -> Setup {
     let cluster = cluster().await;
     apply_router_crds(&cluster.client).await;
     let ns = TestNamespace::create(&cluster.client, prefix).await;
-    let apis = Apis::new(&cluster.client, &ns.name);
+    let apis = Apis::new(&cluster.client, &ns.name).routing_to(backend);
     create_route(&apis).await;
     let sim = ModelSim::start().await;
     let prometheus = sim.prometheus(&ns.name, "chat", 1..=4).await;
@@ -86,15 +92,15 @@ fn error_rate_trigger(severity: &str) -> Value {
     json!({"name": "error-rate", "query": ERROR_RATE, "operator": "Gt", "threshold": 0.1, "severity": severity})
 }
 
-fn canary(steps: Value) -> Value {
+fn canary(apis: &Apis, steps: Value) -> Value {
     json!({"strategy": {"canary": {"steps": steps}},
-           "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}},
+           "trafficRouting": routing(apis),
            "rollbackPolicyRef": {"name": "llm"}})
 }
 
 /// Rolls out v1, then v2 as a canary of `steps`, and waits for the route to carry `weight`.
 async fn canary_at(s: &Setup, steps: Value, weight: i32) {
-    s.apis.roll_out("chat", &["v1"], 1, canary(steps)).await;
+    s.apis.roll_out("chat", &["v1"], 1, canary(&s.apis, steps)).await;
     s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
     wait_weight(&s.apis, weight).await;
 }
@@ -117,11 +123,16 @@ where
 
 #[tokio::test]
 async fn a_canary_breaching_a_critical_error_rate_is_rolled_back_automatically() {
-    let s = setup(
-        "metrics-rollback",
-        json!({"triggers": [error_rate_trigger("Critical")]}),
-    )
-    .await;
+    breach_rolls_back(BackendKind::Service, "metrics-rollback").await;
+}
+
+#[tokio::test]
+async fn a_canary_on_inference_pools_breaching_a_critical_error_rate_is_rolled_back_automatically() {
+    breach_rolls_back(BackendKind::InferencePool, "metrics-pool").await;
+}
+
+async fn breach_rolls_back(backend: BackendKind, prefix: &str) {
+    let s = setup_to(backend, prefix, json!({"triggers": [error_rate_trigger("Critical")]})).await;
     let ns = s.apis.namespace.clone();
     canary_at(&s, json!([{"setWeight": 20}, {"pause": {}}]), 20).await;
     // Healthy so far: the canary holds at its open pause, judged Healthy.
@@ -163,6 +174,7 @@ async fn a_canary_breaching_a_critical_error_rate_is_rolled_back_automatically()
     assert!(reason.contains("trigger error-rate"), "{reason}");
     let warned = s.apis.wait_event("chat", "MetricRollback", None).await;
     assert!(warned.is_some(), "a Warning Event records the rollback");
+    assert_pools_follow_services(&s.apis).await;
 }
 
 #[tokio::test]

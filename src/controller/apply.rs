@@ -8,11 +8,11 @@ use kube::runtime::events::{Event, EventType};
 
 use super::resources::{self, Owner, canary_service_name, stable_service_name};
 use super::{Context, Error, FIELD_MANAGER, observe};
-use crate::api::ModelDeployment;
 use crate::api::annotations::PROMOTE;
+use crate::api::{InferencePoolRouting, ModelDeployment};
 use crate::plan::{Observed, Plan, ServiceTarget};
 use crate::revision::Snapshot;
-use crate::traffic::Route;
+use crate::traffic::inference_pool::InferencePool;
 
 /// How many writes an apply made (for the idempotence check and logs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -35,9 +35,10 @@ pub async fn apply(
     md: &ModelDeployment,
     owner: &Owner,
     observed: &Observed,
-    route: Option<Route>,
+    read: observe::Read,
     plan: &Plan,
 ) -> Result<Writes, Error> {
+    let route = read.route;
     let (client, recorder, written) = (&ctx.client, &ctx.recorder, &ctx.written);
     let ns = &owner.namespace;
     let mut writes = 0u32;
@@ -155,7 +156,11 @@ pub async fn apply(
         }
     }
 
-    // Weights go onto the traffic-split object after the Services: at the end of a canary
+    if let (Some(pools), Some(routing)) = (read.pools.as_ref(), md.gateway_inference_pools()) {
+        writes += apply_pools(ctx, owner, plan, pools, routing).await?;
+    }
+
+    // Weights go onto the traffic-split object after the Services (and InferencePools): at the end of a canary
     // the stable Service already selects the new revision when weights return to stable.
     // While the canary has weight the ModelDeployment holds the traffic finalizer (added
     // before the weight, removed after it is back to 0), so a deletion resets the route.
@@ -298,4 +303,53 @@ async fn consume(
         Err(e) if is_status(&e, 422) || is_status(&e, 404) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Applies the InferencePools `<name>` and `<name>-canary` where they do not select what the
+/// plan's Services select, with the Endpoint Pickers of the spec. Fields the API server
+/// defaulted, or someone else added, are not a difference.
+async fn apply_pools(
+    ctx: &Context,
+    owner: &Owner,
+    plan: &Plan,
+    observed: &observe::ObservedPools,
+    routing: &InferencePoolRouting,
+) -> Result<u32, Error> {
+    let pools: Api<InferencePool> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let roles = [
+        (
+            stable_service_name(&owner.name),
+            plan.stable_service,
+            &observed.stable,
+            &routing.endpoint_picker_ref,
+        ),
+        (
+            canary_service_name(&owner.name),
+            plan.canary_service,
+            &observed.canary,
+            &routing.canary_endpoint_picker_ref,
+        ),
+    ];
+    let mut writes = 0;
+    for (name, want, have, picker) in roles {
+        let Some(target) = want else {
+            continue;
+        };
+        let pool = resources::inference_pool(owner, &name, target, picker);
+        let wanted = serde_json::to_value(&pool.spec).unwrap_or_default();
+        let differs = have.as_ref().is_none_or(|have| {
+            let seen = serde_json::to_value(&have.spec).unwrap_or_default();
+            !resources::differences(&seen, &wanted).is_empty()
+        });
+        if !differs {
+            continue;
+        }
+        let applied = pools
+            .patch(&name, &ssa(), &Patch::Apply(&pool))
+            .await
+            .map_err(|e| Error::ApplyInferencePool(name.clone(), e))?;
+        ctx.pools.written.wrote(applied);
+        writes += 1;
+    }
+    Ok(writes)
 }

@@ -19,6 +19,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 
 use crate::api::{ModelDeployment, RollbackPolicy, labels};
+use crate::traffic::RouterError;
+use crate::traffic::inference_pool::{self, InferencePool};
 
 /// The stores a reconcile reads.
 #[derive(Clone)]
@@ -322,4 +324,72 @@ where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
     pending.view(store, namespace, |o| o.owner_references().iter().any(|r| r.uid == uid))
+}
+
+/// The InferencePools rollguard owns, in a store of their own that is started the first time
+/// a ModelDeployment routes to InferencePools and the Inference Extension's API is served:
+/// a cluster without the extension is never watched for it (and logs nothing about it).
+pub struct Pools {
+    api: Api<InferencePool>,
+    started: tokio::sync::Mutex<Option<(Store<InferencePool>, AbortOnDrop)>>,
+    /// This operator's pool writes the store may not show yet.
+    pub written: Pending<InferencePool>,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How long a reconcile waits for the first list of InferencePools.
+const POOL_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Pools {
+    /// Pools watched through `api` (all namespaces, or the operator's own).
+    pub fn new(api: Api<InferencePool>) -> Pools {
+        Pools {
+            api,
+            started: tokio::sync::Mutex::new(None),
+            written: Pending::default(),
+        }
+    }
+
+    /// The store of owned InferencePools, listed at least once: started now when it was not,
+    /// after checking that the API is served.
+    pub async fn store(&self, client: &kube::Client) -> Result<Store<InferencePool>, RouterError> {
+        let mut started = self.started.lock().await;
+        let store = match started.as_ref() {
+            Some((store, _)) => store.clone(),
+            None => {
+                let gvk = kube::core::GroupVersionKind::gvk(
+                    inference_pool::GROUP,
+                    inference_pool::VERSION,
+                    inference_pool::KIND,
+                );
+                if !crate::traffic::api_served(client, &gvk, inference_pool::PLURAL).await {
+                    return Err(RouterError::NotInstalled {
+                        kind: inference_pool::KIND,
+                        api_version: inference_pool::API_VERSION,
+                    });
+                }
+                let (store, writer) = reflector::store();
+                let config = watcher::Config::default().labels(labels::MODEL_DEPLOYMENT);
+                let stream = reflector::reflector(writer, watcher(self.api.clone(), config).default_backoff());
+                *started = Some((store.clone(), AbortOnDrop(tokio::spawn(drain(stream)))));
+                store
+            }
+        };
+        drop(started);
+        match tokio::time::timeout(POOL_LIST_WAIT, store.wait_until_ready()).await {
+            Ok(Ok(())) => Ok(store),
+            _ => Err(RouterError::NotListed {
+                kind: inference_pool::KIND,
+                waited: POOL_LIST_WAIT,
+            }),
+        }
+    }
 }

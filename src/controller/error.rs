@@ -33,6 +33,10 @@ pub enum Error {
     #[error("failed to apply Service {0}")]
     ApplyService(String, #[source] kube::Error),
 
+    /// Applying an InferencePool failed.
+    #[error("failed to apply InferencePool {0}")]
+    ApplyInferencePool(String, #[source] kube::Error),
+
     /// Deleting a pruned object failed.
     #[error("failed to delete {0}")]
     Prune(String, #[source] kube::Error),
@@ -80,6 +84,7 @@ impl Error {
             Error::RevisionConflict(..) => "RevisionConflict",
             Error::ApplyDeployment(..) => "ApplyDeploymentFailed",
             Error::ApplyService(..) => "ApplyServiceFailed",
+            Error::ApplyInferencePool(..) => "ApplyInferencePoolFailed",
             Error::Prune(..) => "PruneFailed",
             Error::PatchStatus(..) => "PatchStatusFailed",
             Error::ConsumeAnnotation(..) => "ConsumeAnnotationFailed",

@@ -168,6 +168,8 @@ pub struct Context {
     pub stores: cache::Stores,
     /// This operator's writes the stores may not show yet.
     pub written: cache::Written,
+    /// The InferencePools rollguard owns (watched once a ModelDeployment routes to them).
+    pub pools: cache::Pools,
 }
 
 impl Context {
@@ -178,6 +180,7 @@ impl Context {
         metrics: Arc<crate::telemetry::Metrics>,
         wake: UnboundedSender<ObjectRef<ModelDeployment>>,
         stores: cache::Stores,
+        pools: cache::Pools,
     ) -> Self {
         let reporter = Reporter {
             controller: "rollguard".into(),
@@ -194,6 +197,7 @@ impl Context {
             metrics,
             stores,
             written: cache::Written::default(),
+            pools,
         }
     }
 
@@ -230,6 +234,9 @@ impl Context {
         self.record_success(obj);
         self.evaluators.forget(obj);
         self.written.forget(obj);
+        let (namespace, name) = (obj.namespace.as_deref().unwrap_or_default(), obj.name.as_str());
+        let canary = resources::canary_service_name(name);
+        self.pools.written.forget(namespace, |n| n == name || n == canary);
     }
 }
 
@@ -351,6 +358,7 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
         metrics.clone(),
         wake,
         stores.clone(),
+        cache::Pools::new(scoped(&client, &config.namespace)),
     ));
     // Planning from a cache that has not listed its objects yet would recreate what exists.
     tokio::select! {

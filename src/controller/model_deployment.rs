@@ -49,7 +49,7 @@ async fn reconcile_inner(cached: Arc<ModelDeployment>, ctx: &Arc<Context>) -> Re
         ctx.forget(&key);
         return Ok(Action::await_change());
     }
-    let (mut observed, route) = observe::observe(&ctx.client, &ctx.stores, &ctx.written, &owner, &md).await;
+    let (mut observed, read) = observe::observe(ctx, &owner, &md).await;
     // Never waits for a metrics provider: the latest published verdicts, if any.
     observed.metrics = ctx.evaluators.observe(&key, &md, &observed);
     let plan = plan::plan(&md, &observed);
@@ -57,7 +57,7 @@ async fn reconcile_inner(cached: Arc<ModelDeployment>, ctx: &Arc<Context>) -> Re
     if let Some(r) = new_rollback(before, plan.status.last_rollback.as_ref()) {
         ctx.metrics.rollback_started(&format!("{:?}", r.trigger));
     }
-    let writes = apply::apply(ctx, &md, &owner, &observed, route, &plan).await?;
+    let writes = apply::apply(ctx, &md, &owner, &observed, read, &plan).await?;
     if writes.0 > 0 {
         tracing::info!(
             namespace = %owner.namespace,

@@ -1,13 +1,15 @@
 //! Observe: read the cluster into an [`Observed`] for the planner.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
-use super::cache::{self, Stores, Written};
+use super::Context;
+use super::cache::{self, Written};
 use super::resources::{self, Owner, canary_service_name, stable_service_name};
 use crate::api::{ModelDeployment, TrafficRouting, labels, owned_annotations};
 use crate::plan::{
@@ -15,22 +17,37 @@ use crate::plan::{
     ServiceTarget, time_from_label,
 };
 use crate::revision::Snapshot;
-use crate::traffic::{Backends, Route, Router};
+use crate::traffic::inference_pool::InferencePool;
+use crate::traffic::{Backends, Route, Router, RouterError};
 
 fn revision_label(obj: &impl ResourceExt) -> Option<i64> {
     obj.labels().get(labels::REVISION).and_then(|v| v.parse().ok())
 }
 
+/// What observe read for apply besides the [`Observed`] the planner sees.
+#[derive(Default)]
+pub struct Read {
+    /// The traffic-split object, as read: a weight write is guarded by its resourceVersion.
+    pub route: Option<Route>,
+    /// The InferencePools, when the route's backends are InferencePools and their store
+    /// could be read.
+    pub pools: Option<ObservedPools>,
+}
+
+/// The InferencePools `<name>` and `<name>-canary` as this operator last saw them.
+#[derive(Default)]
+pub struct ObservedPools {
+    /// The stable pool, if it exists and is ours.
+    pub stable: Option<Arc<InferencePool>>,
+    /// The canary pool, if it exists and is ours.
+    pub canary: Option<Arc<InferencePool>>,
+}
+
 /// Reads the ControllerRevisions, Deployments and Services of one ModelDeployment from the
-/// caches, its RollbackPolicy from the cache, and its traffic-split object (returned too, as
-/// read: a weight write is guarded by its resourceVersion).
-pub async fn observe(
-    client: &Client,
-    stores: &Stores,
-    written: &Written,
-    owner: &Owner,
-    md: &ModelDeployment,
-) -> (Observed, Option<Route>) {
+/// caches, its RollbackPolicy from the cache, its InferencePools (when it routes to them)
+/// from theirs, and its traffic-split object from the API server.
+pub async fn observe(ctx: &Context, owner: &Owner, md: &ModelDeployment) -> (Observed, Read) {
+    let (client, stores, written) = (&ctx.client, &ctx.stores, &ctx.written);
     let routing = md.spec.traffic_routing.as_ref();
     let (namespace, uid) = (owner.namespace.as_str(), owner.reference.uid.as_str());
     let mut revisions = Vec::new();
@@ -78,18 +95,42 @@ pub async fn observe(
     let stable_service = service_target(stable_service_name(&owner.name));
     let canary_service = service_target(canary_service_name(&owner.name));
 
-    let (route, route_object) = match routing.and_then(|r| router_for(client, owner, r)) {
-        Some(router) => match router.read().await {
+    // InferencePool backends are looked at before the route: without them the route cannot
+    // be used (and is not read).
+    let fault = |e: RouterError| RouteObservation::Fault {
+        reason: e.reason(),
+        message: e.to_string(),
+    };
+    let mut pools = None;
+    let mut pool_fault = None;
+    if routing
+        .and_then(|r| r.gateway_api.as_ref())
+        .is_some_and(|g| g.routes_to_inference_pools())
+    {
+        match ctx.pools.store(client).await {
+            Ok(store) => {
+                let pool = |name: String| {
+                    let cached = store.get(&ObjectRef::new(&name).within(namespace));
+                    ctx.pools
+                        .written
+                        .latest(namespace, &name, cached)
+                        .filter(|p| p.owner_references().iter().any(|r| r.uid == uid))
+                };
+                pools = Some(ObservedPools {
+                    stable: pool(stable_service_name(&owner.name)),
+                    canary: pool(canary_service_name(&owner.name)),
+                });
+            }
+            Err(e) => pool_fault = Some(fault(e)),
+        }
+    }
+    let (route, route_object) = match (pool_fault, routing.and_then(|r| router_for(client, owner, r))) {
+        (Some(f), _) => (Some(f), None),
+        (None, Some(router)) => match router.read().await {
             Ok(r) => (Some(RouteObservation::Weights(r.weights)), Some(r)),
-            Err(e) => (
-                Some(RouteObservation::Fault {
-                    reason: e.reason(),
-                    message: e.to_string(),
-                }),
-                None,
-            ),
+            Err(e) => (Some(fault(e)), None),
         },
-        None => (None, None),
+        (None, None) => (None, None),
     };
 
     let policy = md.spec.rollback_policy_ref.as_ref().map(|reference| {
@@ -116,7 +157,13 @@ pub async fn observe(
         stable_service,
         canary_service,
     };
-    (observed, route_object)
+    (
+        observed,
+        Read {
+            route: route_object,
+            pools,
+        },
+    )
 }
 
 /// Whether someone else changed a field rollguard sets in the pod template of `d`, the
@@ -131,10 +178,7 @@ fn template_drifted(written: &Written, name: &str, rev: i64, snapshot: &Snapshot
 
 /// The router of a ModelDeployment's `trafficRouting`.
 pub fn router_for(client: &Client, owner: &Owner, routing: &TrafficRouting) -> Option<Router> {
-    let backends = Backends {
-        stable: stable_service_name(&owner.name),
-        canary: canary_service_name(&owner.name),
-    };
+    let backends = Backends::services(stable_service_name(&owner.name), canary_service_name(&owner.name));
     Router::for_routing(client.clone(), routing, &owner.namespace, backends)
 }
 

@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::api::{labels, owned_annotations};
 use crate::plan::{DesiredDeployment, ServiceTarget, time_to_label};
 use crate::revision::Snapshot;
+use crate::traffic::inference_pool::{InferencePool, InferencePoolSpec, PoolSelector, TargetPort};
 
 /// Identity of the owning ModelDeployment.
 #[derive(Clone, Debug)]
@@ -196,6 +197,38 @@ pub fn service(owner: &Owner, service_name: &str, target: ServiceTarget) -> Serv
         }),
         status: None,
     }
+}
+
+/// The InferencePool `pool_name` selecting `target`'s pods on its port, with the Endpoint
+/// Picker `picker`. Same name, labels and selector as the Service of the same role.
+pub fn inference_pool(
+    owner: &Owner,
+    pool_name: &str,
+    target: ServiceTarget,
+    picker: &crate::api::EndpointPickerRef,
+) -> InferencePool {
+    let labels = BTreeMap::from([(labels::MODEL_DEPLOYMENT.to_string(), owner.name.clone())]);
+    let mut pool = InferencePool::new(
+        pool_name,
+        InferencePoolSpec {
+            selector: PoolSelector {
+                match_labels: revision_labels(&owner.name, target.revision),
+            },
+            target_ports: vec![TargetPort { number: target.port }],
+            endpoint_picker_ref: Some(picker.clone()),
+        },
+    );
+    pool.metadata = meta(owner, pool_name.to_string(), labels);
+    pool
+}
+
+/// The revision an InferencePool of the ModelDeployment `name` selects, when it selects one.
+pub fn pool_revision(name: &str, pool: &InferencePool) -> Option<i64> {
+    let labels = &pool.spec.selector.match_labels;
+    if labels.get(labels::MODEL_DEPLOYMENT).map(String::as_str) != Some(name) {
+        return None;
+    }
+    labels.get(labels::REVISION)?.parse().ok()
 }
 
 /// The stable Service name: `<name>`.

@@ -7,18 +7,14 @@
 
 use serde_json::{Value, json};
 
-use super::{Backends, RouteKind, Weights};
+use super::{BackendKind, Backends, RouteKind, Weights};
 
-fn is_service_ref(backend: &Value, service: &str) -> bool {
-    let group_ok = backend
-        .get("group")
-        .and_then(Value::as_str)
-        .is_none_or(|g| g.is_empty());
-    let kind_ok = backend
-        .get("kind")
-        .and_then(Value::as_str)
-        .is_none_or(|k| k == "Service");
-    group_ok && kind_ok && backend.get("name").and_then(Value::as_str) == Some(service)
+/// Whether `backend` is a backendRef to the object `name` of `kind`. An empty or missing
+/// group is the core group; a missing kind is `Service` (the Gateway API defaults).
+fn is_ref(backend: &Value, kind: BackendKind, name: &str) -> bool {
+    let group = backend.get("group").and_then(Value::as_str).unwrap_or("");
+    let ref_kind = backend.get("kind").and_then(Value::as_str).unwrap_or("Service");
+    group == kind.group() && ref_kind == kind.kind() && backend.get("name").and_then(Value::as_str) == Some(name)
 }
 
 /// The route's `spec.rules` with the weights set, or None when no rule references the
@@ -29,7 +25,7 @@ fn is_service_ref(backend: &Value, service: &str) -> bool {
 /// let route = serde_json::json!({"spec": {"rules": [
 ///     {"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
 ///      "backendRefs": [{"name": "chat", "port": 8000}]}]}});
-/// let b = Backends { stable: "chat".into(), canary: "chat-canary".into() };
+/// let b = Backends::services("chat", "chat-canary");
 /// let rules = rules_with_weights(&route, &b, 10).unwrap();
 /// assert_eq!(rules[0]["backendRefs"], serde_json::json!([
 ///     {"name": "chat", "port": 8000, "weight": 90},
@@ -44,19 +40,23 @@ pub fn rules_with_weights(route: &Value, backends: &Backends, weight: i32) -> Op
         let Some(refs) = rule.get_mut("backendRefs").and_then(Value::as_array_mut) else {
             continue;
         };
-        let Some(stable) = refs.iter().find(|b| is_service_ref(b, &backends.stable)).cloned() else {
+        let Some(stable) = refs
+            .iter()
+            .find(|b| is_ref(b, backends.kind, &backends.stable))
+            .cloned()
+        else {
             continue;
         };
         referenced = true;
-        if !refs.iter().any(|b| is_service_ref(b, &backends.canary)) {
+        if !refs.iter().any(|b| is_ref(b, backends.kind, &backends.canary)) {
             let mut canary = stable;
             canary["name"] = json!(backends.canary);
             refs.push(canary);
         }
         for b in refs.iter_mut() {
-            if is_service_ref(b, &backends.stable) {
+            if is_ref(b, backends.kind, &backends.stable) {
                 b["weight"] = json!(w.stable);
-            } else if is_service_ref(b, &backends.canary) {
+            } else if is_ref(b, backends.kind, &backends.canary) {
                 b["weight"] = json!(w.canary);
             }
         }
@@ -72,7 +72,7 @@ pub fn weights_of(route: &Value, backends: &Backends) -> Option<Weights> {
         let refs = rule.get("backendRefs")?.as_array()?;
         let weight = |svc: &str| {
             refs.iter()
-                .find(|b| is_service_ref(b, svc))
+                .find(|b| is_ref(b, backends.kind, svc))
                 .map(|b| b.get("weight").and_then(Value::as_i64).unwrap_or(1) as i32)
         };
         let stable = weight(&backends.stable)?;
@@ -101,10 +101,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn backends() -> Backends {
-        Backends {
-            stable: "chat".into(),
-            canary: "chat-canary".into(),
-        }
+        Backends::services("chat", "chat-canary")
     }
 
     fn route() -> Value {

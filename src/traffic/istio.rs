@@ -36,7 +36,7 @@ fn dest_host(d: &Value) -> Option<&str> {
 /// let vs = serde_json::json!({"spec": {"hosts": ["chat"], "http": [
 ///     {"name": "primary", "route": [{"destination": {"host": "chat.llm.svc.cluster.local"}}]}]}});
 /// let t = Target { namespace: "llm".into(), name: "chat".into(),
-///     backends: Backends { stable: "chat".into(), canary: "chat-canary".into() }, routes: vec![] };
+///     backends: Backends::services("chat", "chat-canary"), routes: vec![] };
 /// let http = http_with_weights(&vs, &t, 10).unwrap();
 /// assert_eq!(http[0]["route"], serde_json::json!([
 ///     {"destination": {"host": "chat.llm.svc.cluster.local"}, "weight": 90},
@@ -136,10 +136,7 @@ mod tests {
         Target {
             namespace: "llm".into(),
             name: "chat".into(),
-            backends: Backends {
-                stable: "chat".into(),
-                canary: "chat-canary".into(),
-            },
+            backends: Backends::services("chat", "chat-canary"),
             routes: routes.iter().map(|s| s.to_string()).collect(),
         }
     }

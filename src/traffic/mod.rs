@@ -5,6 +5,7 @@
 //! only backends and weights; everything else the user wrote stays.
 
 pub mod gateway_api;
+pub mod inference_pool;
 pub mod istio;
 pub mod smi;
 
@@ -16,13 +17,55 @@ use thiserror::Error;
 
 use crate::api::TrafficRouting;
 
-/// The Services a route splits traffic between.
+/// The backends a route splits traffic between: two Services, or (Gateway API only) two
+/// InferencePools.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backends {
-    /// The stable Service, `<name>`.
+    /// The stable backend, `<name>`.
     pub stable: String,
-    /// The canary Service, `<name>-canary`.
+    /// The canary backend, `<name>-canary`.
     pub canary: String,
+    /// What the backends are.
+    pub kind: BackendKind,
+}
+
+impl Backends {
+    /// The Services `stable` and `canary`.
+    pub fn services(stable: impl Into<String>, canary: impl Into<String>) -> Backends {
+        Backends {
+            stable: stable.into(),
+            canary: canary.into(),
+            kind: BackendKind::Service,
+        }
+    }
+}
+
+/// The kind of object a route's backends are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// A core/v1 Service.
+    Service,
+    /// An InferencePool of the Gateway API Inference Extension
+    /// (`inference.networking.k8s.io`).
+    InferencePool,
+}
+
+impl BackendKind {
+    /// The API group a backendRef names (empty for the core group).
+    pub fn group(self) -> &'static str {
+        match self {
+            BackendKind::Service => "",
+            BackendKind::InferencePool => inference_pool::GROUP,
+        }
+    }
+
+    /// The kind a backendRef names.
+    pub fn kind(self) -> &'static str {
+        match self {
+            BackendKind::Service => "Service",
+            BackendKind::InferencePool => inference_pool::KIND,
+        }
+    }
 }
 
 /// Weights as seen on a route object.
@@ -58,8 +101,8 @@ pub enum RouterError {
         /// Its name.
         name: String,
     },
-    /// The object exists but no route in it sends traffic to the stable Service.
-    #[error("{kind} {namespace}/{name} does not reference the Service {stable}")]
+    /// The object exists but no route in it sends traffic to the stable backend.
+    #[error("{kind} {namespace}/{name} does not reference the {backend} {stable}")]
     NotReferenced {
         /// Kind of the route object.
         kind: &'static str,
@@ -67,7 +110,9 @@ pub enum RouterError {
         namespace: String,
         /// Its name.
         name: String,
-        /// The stable Service it should reference.
+        /// The kind of the backend (`Service`, `InferencePool`).
+        backend: &'static str,
+        /// The stable backend it should reference.
         stable: String,
     },
     /// The API of the route object is not served: its CRD is not installed.
@@ -77,6 +122,14 @@ pub enum RouterError {
         kind: &'static str,
         /// The API version looked for.
         api_version: &'static str,
+    },
+    /// The watch of the backends (InferencePools) has not listed them yet.
+    #[error("the {kind} objects were not listed within {waited:?}; looking again")]
+    NotListed {
+        /// Kind of the backends.
+        kind: &'static str,
+        /// How long the reconcile waited.
+        waited: std::time::Duration,
     },
     /// Reading the object failed.
     #[error("failed to read {kind} {name}")]
@@ -109,6 +162,7 @@ impl RouterError {
             RouterError::NotFound { .. } => "RouteNotFound",
             RouterError::NotReferenced { .. } => "RouteNotReferencingServices",
             RouterError::NotInstalled { .. } => "RouterNotInstalled",
+            RouterError::NotListed { .. } => "BackendsNotListed",
             RouterError::Read { .. } => "RouteReadFailed",
             RouterError::Write { .. } => "RouteWriteFailed",
         }
@@ -173,14 +227,19 @@ impl Router {
         Router { client, kind, target }
     }
 
-    /// The router a ModelDeployment's `trafficRouting` names.
+    /// The router a ModelDeployment's `trafficRouting` names; `backends` are Services, made
+    /// InferencePools when the routing says so.
     pub fn for_routing(
         client: Client,
         routing: &TrafficRouting,
         namespace: &str,
         backends: Backends,
     ) -> Option<Router> {
+        let mut backends = backends;
         let (kind, name, routes) = if let Some(g) = &routing.gateway_api {
+            if g.routes_to_inference_pools() {
+                backends.kind = BackendKind::InferencePool;
+            }
             (&gateway_api::ROUTE_KIND, g.http_route.clone(), Vec::new())
         } else if let Some(s) = &routing.smi {
             (&smi::ROUTE_KIND, s.traffic_split.clone(), Vec::new())
@@ -240,6 +299,7 @@ impl Router {
             kind: self.kind.kind,
             namespace: self.target.namespace.clone(),
             name: self.target.name.clone(),
+            backend: self.target.backends.kind.kind(),
             stable: self.target.backends.stable.clone(),
         }
     }

@@ -12,7 +12,7 @@ use super::{Backends, RouteKind, Weights};
 /// ```
 /// use rollguard::traffic::{Backends, smi::backends_with_weights};
 /// let split = serde_json::json!({"spec": {"service": "chat-apex", "backends": [{"service": "chat", "weight": 100}]}});
-/// let b = Backends { stable: "chat".into(), canary: "chat-canary".into() };
+/// let b = Backends::services("chat", "chat-canary");
 /// assert_eq!(backends_with_weights(&split, &b, 20).unwrap(), serde_json::json!([
 ///     {"service": "chat", "weight": 80}, {"service": "chat-canary", "weight": 20}]));
 /// ```
@@ -68,10 +68,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn b() -> Backends {
-        Backends {
-            stable: "chat".into(),
-            canary: "chat-canary".into(),
-        }
+        Backends::services("chat", "chat-canary")
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub struct Apis {
     pub revisions: Api<ControllerRevision>,
     pub client: Client,
     pub namespace: String,
+    /// What the HTTPRoute `chat` routes to: the Services (default) or the InferencePools.
+    pub backend: rollguard::traffic::BackendKind,
 }
 
 impl Apis {
@@ -28,7 +30,14 @@ impl Apis {
             revisions: Api::namespaced(client.clone(), namespace),
             client: client.clone(),
             namespace: namespace.to_string(),
+            backend: rollguard::traffic::BackendKind::Service,
         }
+    }
+
+    /// The same APIs, for a ModelDeployment whose HTTPRoute routes to `backend`.
+    pub fn routing_to(mut self, backend: rollguard::traffic::BackendKind) -> Apis {
+        self.backend = backend;
+        self
     }
 
     pub async fn create(&self, md: &ModelDeployment) -> ModelDeployment {

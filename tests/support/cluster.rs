@@ -292,13 +292,18 @@ impl Drop for FakeNode {
 /// The route object `name` in `ns`, splitting traffic between the Services `chat` and
 /// `chat-canary` (the ModelDeployment `chat` of the tests).
 pub fn route_target(ns: &str, name: &str) -> rollguard::traffic::Target {
+    route_target_to(ns, name, rollguard::traffic::BackendKind::Service)
+}
+
+/// The route object `name` in `ns`, splitting traffic between the backends `chat` and
+/// `chat-canary` of kind `backend`.
+pub fn route_target_to(ns: &str, name: &str, backend: rollguard::traffic::BackendKind) -> rollguard::traffic::Target {
+    let mut backends = rollguard::traffic::Backends::services("chat", "chat-canary");
+    backends.kind = backend;
     rollguard::traffic::Target {
         namespace: ns.to_string(),
         name: name.to_string(),
-        backends: rollguard::traffic::Backends {
-            stable: "chat".into(),
-            canary: "chat-canary".into(),
-        },
+        backends,
         routes: Vec::new(),
     }
 }
@@ -336,6 +341,7 @@ pub async fn apply_router_crds(client: &Client) {
             .unwrap_or_else(|e| panic!("applying CRD {name} from {path}: {e}"));
         }
     }
+    apply_inference_pool_crd(client).await;
     for name in [
         "httproutes.gateway.networking.k8s.io",
         "trafficsplits.split.smi-spec.io",
@@ -344,6 +350,28 @@ pub async fn apply_router_crds(client: &Client) {
         let ok = wait_object(&api, name, Duration::from_secs(60), crd_established).await;
         assert!(ok.is_some(), "CRD {name} did not become Established");
     }
+}
+
+/// The InferencePool CRD (`inference.networking.k8s.io/v1`, `tests/crds/inferencepools.yaml`:
+/// written from the published v1 fields, as the extension's Go module is not served), applied
+/// and Established.
+pub async fn apply_inference_pool_crd(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let path = repo_root().join("tests/crds/inferencepools.yaml");
+    for doc in read_yaml_documents(&path) {
+        let crd: CustomResourceDefinition = serde_json::from_value(doc).expect("tests/crds/inferencepools.yaml: a CRD");
+        let name = crd.metadata.name.clone().expect("CRD name");
+        api.patch(
+            &name,
+            &PatchParams::apply("rollguard-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+    }
+    let name = "inferencepools.inference.networking.k8s.io";
+    let ok = wait_object(&api, name, Duration::from_secs(60), crd_established).await;
+    assert!(ok.is_some(), "CRD {name} did not become Established");
 }
 
 /// A CRD as `apiextensions.k8s.io/v1`: v1beta1 documents are converted (top-level
