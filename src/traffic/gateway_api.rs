@@ -140,6 +140,40 @@ mod tests {
         assert!(rules_with_weights(&r, &backends(), 10).is_none());
     }
 
+    #[test]
+    fn inference_pool_backends_weight_only_the_pool_refs() {
+        let pools = Backends {
+            kind: BackendKind::InferencePool,
+            ..backends()
+        };
+        let pool = |name: &str| json!({"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": name});
+        let route = json!({"spec": {"rules": [
+            {"backendRefs": [pool("chat")]},
+            {"backendRefs": [{"name": "chat", "port": 8000}]}
+        ]}});
+        let rules = rules_with_weights(&route, &pools, 25).expect("referenced");
+        let mut stable = pool("chat");
+        stable["weight"] = json!(75);
+        let mut canary = pool("chat-canary");
+        canary["weight"] = json!(25);
+        assert_eq!(
+            rules[0]["backendRefs"],
+            json!([stable, canary]),
+            "the canary pool is added beside the stable one"
+        );
+        assert_eq!(
+            rules[1], route["spec"]["rules"][1],
+            "a Service of the same name is not a pool"
+        );
+        let written = json!({"spec": {"rules": rules}});
+        assert_eq!(weights_of(&written, &pools), Some(Weights { stable: 75, canary: 25 }));
+        // A route to the Service `chat` does not reference the pools, nor the other way round.
+        let services = json!({"spec": {"rules": [route["spec"]["rules"][1].clone()]}});
+        assert!(weights_of(&services, &pools).is_none());
+        let only_pools = json!({"spec": {"rules": [route["spec"]["rules"][0].clone()]}});
+        assert!(weights_of(&only_pools, &backends()).is_none());
+    }
+
     proptest! {
         #[test]
         fn weights_read_back_are_the_weights_written(w in 0i32..=100) {

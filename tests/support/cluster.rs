@@ -308,11 +308,18 @@ pub fn route_target_to(ns: &str, name: &str, backend: rollguard::traffic::Backen
     }
 }
 
+/// Installs the CRDs of the routers: [`apply_upstream_router_crds`] and the InferencePool
+/// CRD ([`apply_inference_pool_crd`]).
+pub async fn apply_router_crds(client: &Client) {
+    apply_upstream_router_crds(client).await;
+    apply_inference_pool_crd(client).await;
+}
+
 /// Installs the upstream CRDs of HTTPRoute, TrafficSplit and VirtualService, taken from the
 /// projects' Go modules by `hack/router-crds.sh`, and waits until they are Established.
 /// SMI's module ships its CRD as `apiextensions.k8s.io/v1beta1`, which Kubernetes no longer
 /// serves; it is converted mechanically to `v1`, keeping the served versions and the schema.
-pub async fn apply_router_crds(client: &Client) {
+pub async fn apply_upstream_router_crds(client: &Client) {
     let out = std::process::Command::new("bash")
         .arg(repo_root().join("hack/router-crds.sh"))
         .output()
@@ -341,7 +348,6 @@ pub async fn apply_router_crds(client: &Client) {
             .unwrap_or_else(|e| panic!("applying CRD {name} from {path}: {e}"));
         }
     }
-    apply_inference_pool_crd(client).await;
     for name in [
         "httproutes.gateway.networking.k8s.io",
         "trafficsplits.split.smi-spec.io",
