@@ -63,6 +63,9 @@ async fn every_example_is_accepted_by_the_api_server() {
                 .unwrap_or_else(|e| panic!("{} was rejected: {e}", path.display()));
             let spec = &created.data["spec"];
             let kind = match doc["kind"].as_str() {
+                Some("ModelDeployment") if spec.pointer("/trafficRouting/gatewayAPI/inferencePool").is_some() => {
+                    "inferencePool"
+                }
                 Some("ModelDeployment") if spec["strategy"].get("canary").is_some() => "canary",
                 Some("ModelDeployment") if spec["strategy"].get("blueGreen").is_some() => "blueGreen",
                 Some(other) => other,
@@ -71,7 +74,7 @@ async fn every_example_is_accepted_by_the_api_server() {
             kinds.push(kind.to_string());
         }
     }
-    for wanted in ["canary", "blueGreen", "RollbackPolicy"] {
+    for wanted in ["canary", "blueGreen", "inferencePool", "RollbackPolicy"] {
         assert!(
             kinds.iter().any(|k| k == wanted),
             "examples/ has no {wanted}: {kinds:?}"
@@ -285,6 +288,41 @@ fn invalid_cases() -> Vec<Case> {
             "empty strategy",
             vec![Set("/spec/strategy", json!({}))],
             &["spec.strategy", "exactly one of canary or blueGreen"],
+        ),
+        md(
+            "an Endpoint Picker Service without a port",
+            vec![Set(
+                "/spec/trafficRouting/gatewayAPI/inferencePool",
+                json!({"endpointPickerRef": {"name": "chat-epp"},
+                       "canaryEndpointPickerRef": {"name": "chat-canary-epp", "port": {"number": 9002}}}),
+            )],
+            &[
+                "spec.trafficRouting.gatewayAPI.inferencePool.endpointPickerRef.port",
+                "required when the Endpoint Picker is a Service",
+            ],
+        ),
+        md(
+            "InferencePools without the canary pool's Endpoint Picker",
+            vec![Set(
+                "/spec/trafficRouting/gatewayAPI/inferencePool",
+                json!({"endpointPickerRef": {"name": "chat-epp", "port": {"number": 9002}}}),
+            )],
+            &[
+                "spec.trafficRouting.gatewayAPI.inferencePool.canaryEndpointPickerRef",
+                "Required",
+            ],
+        ),
+        md(
+            "an unknown Endpoint Picker failure mode",
+            vec![Set(
+                "/spec/trafficRouting/gatewayAPI/inferencePool",
+                json!({"endpointPickerRef": {"name": "chat-epp", "port": {"number": 9002}, "failureMode": "Retry"},
+                       "canaryEndpointPickerRef": {"name": "chat-canary-epp", "port": {"number": 9002}}}),
+            )],
+            &[
+                "spec.trafficRouting.gatewayAPI.inferencePool.endpointPickerRef.failureMode",
+                "Retry",
+            ],
         ),
         md(
             "canary without trafficRouting",

@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use rollguard::traffic::BackendKind;
 use serde_json::json;
 use support::httproute::*;
 use support::telemetry::*;
@@ -52,16 +53,26 @@ async fn health_and_metrics_endpoints_count_reconciles_and_rollbacks() {
 /// the caches) and writes nothing; a canary step reads nothing the caches hold.
 #[tokio::test]
 async fn a_steady_state_reconcile_makes_at_most_one_request_and_no_write() {
+    steady_state_requests(BackendKind::Service, "requests").await;
+}
+
+/// The same on InferencePool backends: the pools come from their cache too.
+#[tokio::test]
+async fn a_steady_state_reconcile_on_inference_pools_makes_at_most_one_request_and_no_write() {
+    steady_state_requests(BackendKind::InferencePool, "requests-pool").await;
+}
+
+async fn steady_state_requests(backend: BackendKind, prefix: &str) {
     let cluster = cluster().await;
     apply_router_crds(&cluster.client).await;
-    let ns = TestNamespace::create(&cluster.client, "requests").await;
-    let apis = Apis::new(&cluster.client, &ns.name);
+    let ns = TestNamespace::create(&cluster.client, prefix).await;
+    let apis = Apis::new(&cluster.client, &ns.name).routing_to(backend);
     create_route(&apis).await;
     let op = Operator::start_with(&ns.name, &["--metrics-address", "127.0.0.1:0", "--resync-seconds", "1"]);
     let address = metrics_address(&op).await;
     let spec = json!({"strategy": {"canary": {"steps": [
                           {"setWeight": 20}, {"pause": {}}, {"setWeight": 60}, {"pause": {}}]}},
-                      "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}}});
+                      "trafficRouting": routing(&apis)});
     apis.roll_out("chat", &["v1"], 1, spec).await;
     apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
     wait_weight(&apis, 20).await;
@@ -84,6 +95,7 @@ async fn a_steady_state_reconcile_makes_at_most_one_request_and_no_write() {
                 "services",
                 "controllerrevisions",
                 "rollbackpolicies",
+                "inferencepools",
             ]
             .contains(&resource)
     };
@@ -98,7 +110,7 @@ async fn a_steady_state_reconcile_makes_at_most_one_request_and_no_write() {
     let step_route_reads = after.requests(|v, r| v == "get" && r == "httproutes")
         - before.requests(|v, r| v == "get" && r == "httproutes");
     println!(
-        "canary step: {step_reconciles} reconciles, {step_route_reads} route reads, {step_cached_reads} reads of cached kinds"
+        "canary step ({backend:?}): {step_reconciles} reconciles, {step_route_reads} route reads, {step_cached_reads} reads of cached kinds"
     );
     assert_eq!(
         step_cached_reads, 0.0,
@@ -139,7 +151,7 @@ async fn a_steady_state_reconcile_makes_at_most_one_request_and_no_write() {
     let requests = end.requests(not_watch) - start.requests(not_watch);
     let written = end.requests(writes) - start.requests(writes);
     println!(
-        "steady state: {reconciles} reconciles, {requests} requests ({:.2} per reconcile), {written} writes",
+        "steady state ({backend:?}): {reconciles} reconciles, {requests} requests ({:.2} per reconcile), {written} writes",
         requests / reconciles
     );
     assert!(
