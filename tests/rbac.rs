@@ -67,7 +67,9 @@ async fn the_operator_works_with_only_the_permissions_deploy_grants() {
     let kubeconfig = service_account_kubeconfig(token.trim());
 
     let ns = TestNamespace::create(&cluster.client, "rbac").await;
-    let apis = Apis::new(&cluster.client, &ns.name);
+    // Routed to InferencePools: the canary then needs every permission Services need, and
+    // those of the pools' watch and writes too.
+    let apis = Apis::new(&cluster.client, &ns.name).routing_to(rollguard::traffic::BackendKind::InferencePool);
     create_route(&apis).await;
     let policy: RollbackPolicy = serde_json::from_value(json!({
         "apiVersion": "rollguard.dev/v1alpha1", "kind": "RollbackPolicy", "metadata": {"name": "llm"},
@@ -92,9 +94,14 @@ async fn the_operator_works_with_only_the_permissions_deploy_grants() {
     );
 
     let spec = json!({"strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": "1s"}}]}},
-                      "trafficRouting": {"gatewayAPI": {"httpRoute": "chat"}},
+                      "trafficRouting": routing(&apis),
                       "rollbackPolicyRef": {"name": "llm"}});
     apis.roll_out("chat", &["v1", "v2"], 1, spec).await;
+    assert_eq!(
+        pool_revision(&apis, "chat").await,
+        Some(2),
+        "the stable InferencePool was written"
+    );
     wait_weight(&apis, 0).await;
     apis.annotate("chat", "rollguard.dev/rollback-to", "previous").await;
     apis.wait_consumed("chat", "rollguard.dev/rollback-to").await;

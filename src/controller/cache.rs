@@ -332,6 +332,8 @@ where
 pub struct Pools {
     api: Api<InferencePool>,
     started: tokio::sync::Mutex<Option<(Store<InferencePool>, AbortOnDrop)>>,
+    /// Whether a reconcile has waited for the first list already.
+    waited: std::sync::atomic::AtomicBool,
     /// This operator's pool writes the store may not show yet.
     pub written: Pending<InferencePool>,
 }
@@ -354,6 +356,7 @@ impl Pools {
         Pools {
             api,
             started: tokio::sync::Mutex::new(None),
+            waited: std::sync::atomic::AtomicBool::new(false),
             written: Pending::default(),
         }
     }
@@ -384,7 +387,14 @@ impl Pools {
             }
         };
         drop(started);
-        match tokio::time::timeout(POOL_LIST_WAIT, store.wait_until_ready()).await {
+        // Only the first reconcile that needs the pools waits for their first list; while it
+        // has not come (the API server refuses the list: RBAC), the others do not wait.
+        let wait = if self.waited.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            std::time::Duration::ZERO
+        } else {
+            POOL_LIST_WAIT
+        };
+        match tokio::time::timeout(wait, store.wait_until_ready()).await {
             Ok(Ok(())) => Ok(store),
             _ => Err(RouterError::NotListed {
                 kind: inference_pool::KIND,

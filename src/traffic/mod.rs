@@ -124,7 +124,9 @@ pub enum RouterError {
         api_version: &'static str,
     },
     /// The watch of the backends (InferencePools) has not listed them yet.
-    #[error("the {kind} objects were not listed within {waited:?}; looking again")]
+    #[error(
+        "the {kind} objects have not been listed (waited {waited:?}); the operator log says why (is listing and watching them allowed?); looking again"
+    )]
     NotListed {
         /// Kind of the backends.
         kind: &'static str,
