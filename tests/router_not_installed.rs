@@ -32,20 +32,22 @@ fn traffic_splits(apis: &Apis) -> Api<DynamicObject> {
     )
 }
 
+/// Deletes the CRD `name` and waits until it is gone.
+async fn delete_crd(client: &kube::Client, name: &str) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    if crds.get_opt(name).await.expect("reading CRDs").is_some() {
+        crds.delete(name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("deleting the CRD {name}: {e}"));
+    }
+    assert!(wait_gone(&crds, name, SECS_60).await, "the CRD {name} was not deleted");
+}
+
 #[tokio::test]
 async fn a_router_crd_that_is_not_installed_holds_traffic_warns_and_is_retried() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let cluster = cluster().await;
-    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
-    if crds.get_opt(CRD).await.expect("reading CRDs").is_some() {
-        crds.delete(CRD, &DeleteParams::default())
-            .await
-            .expect("deleting the TrafficSplit CRD");
-    }
-    assert!(
-        wait_gone(&crds, CRD, SECS_60).await,
-        "the TrafficSplit CRD was not deleted"
-    );
+    delete_crd(&cluster.client, CRD).await;
 
     let ns = TestNamespace::create(&cluster.client, "router-missing").await;
     let apis = Apis::new(&cluster.client, &ns.name);
@@ -104,16 +106,7 @@ async fn inference_pools_without_their_crd_hold_traffic_warn_and_start_once_it_i
     let _alone = ONE_AT_A_TIME.lock().await;
     let cluster = cluster().await;
     apply_upstream_router_crds(&cluster.client).await;
-    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
-    if crds.get_opt(POOL_CRD).await.expect("reading CRDs").is_some() {
-        crds.delete(POOL_CRD, &DeleteParams::default())
-            .await
-            .expect("deleting the InferencePool CRD");
-    }
-    assert!(
-        wait_gone(&crds, POOL_CRD, SECS_60).await,
-        "the InferencePool CRD was not deleted"
-    );
+    delete_crd(&cluster.client, POOL_CRD).await;
 
     let ns = TestNamespace::create(&cluster.client, "pool-missing").await;
     let apis = Apis::new(&cluster.client, &ns.name).routing_to(rollguard::traffic::BackendKind::InferencePool);

@@ -58,20 +58,25 @@ pub async fn cluster() -> Cluster {
 
 /// Server-side applies every CRD in `crds/` and waits until each is Established.
 pub async fn apply_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in crds_from_repo() {
-        let name = crd.metadata.name.clone().expect("CRD in crds/ has a name");
-        api.patch(
-            &name,
-            &PatchParams::apply("rollguard-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
-        wait_object(&api, &name, Duration::from_secs(30), crd_established)
-            .await
-            .unwrap_or_else(|| panic!("CRD {name} did not become Established within 30s"));
+        apply_crd(client, &crd).await;
     }
+}
+
+/// Server-side applies `crd` and waits until it is Established.
+pub async fn apply_crd(client: &Client, crd: &CustomResourceDefinition) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = crd.metadata.name.clone().expect("a CRD has a name");
+    api.patch(
+        &name,
+        &PatchParams::apply("rollguard-tests").force(),
+        &Patch::Apply(crd),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+    wait_object(&api, &name, Duration::from_secs(60), crd_established)
+        .await
+        .unwrap_or_else(|| panic!("CRD {name} did not become Established within 60s"));
 }
 
 /// Whether a CRD has the condition Established=True.
@@ -362,22 +367,11 @@ pub async fn apply_upstream_router_crds(client: &Client) {
 /// written from the published v1 fields, as the extension's Go module is not served), applied
 /// and Established.
 pub async fn apply_inference_pool_crd(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let path = repo_root().join("tests/crds/inferencepools.yaml");
     for doc in read_yaml_documents(&path) {
         let crd: CustomResourceDefinition = serde_json::from_value(doc).expect("tests/crds/inferencepools.yaml: a CRD");
-        let name = crd.metadata.name.clone().expect("CRD name");
-        api.patch(
-            &name,
-            &PatchParams::apply("rollguard-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+        apply_crd(client, &crd).await;
     }
-    let name = "inferencepools.inference.networking.k8s.io";
-    let ok = wait_object(&api, name, Duration::from_secs(60), crd_established).await;
-    assert!(ok.is_some(), "CRD {name} did not become Established");
 }
 
 /// A CRD as `apiextensions.k8s.io/v1`: v1beta1 documents are converted (top-level
