@@ -2,7 +2,8 @@
 # `make demo`: the whole story on a local control plane.
 #
 # Starts the control plane, Prometheus and the simulated model servers; installs the CRDs,
-# an HTTPRoute, a RollbackPolicy and a ModelDeployment; rolls out v1, then v2 as a canary.
+# an HTTPRoute to two InferencePools (Gateway API Inference Extension), a RollbackPolicy and
+# a ModelDeployment; rolls out v1, then v2 as a canary on the pools' weights.
 # At 30% v2 starts failing, and rollguard rolls it back on its own, gradually. A timeline of
 # weights, phases and messages is printed, then the triggering value and the rollback record.
 # Everything stays up afterwards for `kubectl annotate` and `kubectl get md -w`;
@@ -55,11 +56,12 @@ for _ in $(seq 1 60); do
 done
 curl -fsS "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null || { echo "error: Prometheus did not start; see $DEMO/prometheus.log" >&2; exit 1; }
 
-say "kubectl apply -f crds/ (and the Gateway API HTTPRoute CRD from its Go module)"
+say "kubectl apply -f crds/ (and the HTTPRoute CRD from its Go module, the InferencePool CRD of tests/crds)"
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl apply --server-side --force-conflicts -f "$(bash hack/router-crds.sh | head -n 1)" >/dev/null
+kubectl apply --server-side --force-conflicts -f tests/crds/inferencepools.yaml >/dev/null
 kubectl wait --for=condition=Established crd/modeldeployments.rollguard.dev crd/rollbackpolicies.rollguard.dev \
-  crd/httproutes.gateway.networking.k8s.io --timeout=60s >/dev/null
+  crd/httproutes.gateway.networking.k8s.io crd/inferencepools.inference.networking.k8s.io --timeout=60s >/dev/null
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 # A ModelDeployment left mid-canary by an interrupted run holds the traffic finalizer, which
 # only a running operator releases: the demo starts from a clean slate without it.
@@ -70,7 +72,7 @@ say "starting the operator (log: $DEMO/operator.log)"
 nohup ./target/debug/rollguard run --namespace "$NS" --resync-seconds 5 >"$DEMO/operator.log" 2>&1 &
 echo $! >"$DEMO/operator.pid"
 
-say "applying an HTTPRoute, a RollbackPolicy and ModelDeployment chat v1"
+say "applying an HTTPRoute to the InferencePool chat, a RollbackPolicy and ModelDeployment chat v1"
 kubectl apply -n "$NS" -f - >/dev/null <<YAML
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -79,7 +81,7 @@ spec:
   parentRefs: [{name: llm-gateway}]
   rules:
   - matches: [{path: {type: PathPrefix, value: /v1}}]
-    backendRefs: [{name: chat, port: 8000}]
+    backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: chat}]
 ---
 apiVersion: rollguard.dev/v1alpha1
 kind: RollbackPolicy
@@ -129,7 +131,12 @@ spec:
       - pause: {duration: 6s}
       - setWeight: 30
       - pause: {}
-  trafficRouting: {gatewayAPI: {httpRoute: chat}}
+  trafficRouting:
+    gatewayAPI:
+      httpRoute: chat
+      inferencePool:
+        endpointPickerRef: {name: chat-epp, port: {number: 9002}}
+        canaryEndpointPickerRef: {name: chat-canary-epp, port: {number: 9002}}
   rollbackPolicyRef: {name: llm-demo}
 YAML
 }
@@ -184,6 +191,8 @@ say "the rollback record (status.lastRollback)"
 kubectl get md chat -n "$NS" -o jsonpath='{.status.lastRollback}' | python3 -m json.tool | sed 's/^/  /'
 echo
 kubectl get md,rbp -n "$NS"
+say "the InferencePools rollguard owns (each selects one revision's pods)"
+kubectl get inferencepools -n "$NS" -o jsonpath='{range .items[*]}  {.metadata.name}: revision {.spec.selector.matchLabels.rollguard\.dev/revision}, endpoint picker {.spec.endpointPickerRef.name}{"\n"}{end}'
 
 cat <<MSG
 
