@@ -103,10 +103,7 @@ pub async fn observe(ctx: &Context, owner: &Owner, md: &ModelDeployment) -> (Obs
     };
     let mut pools = None;
     let mut pool_fault = None;
-    if routing
-        .and_then(|r| r.gateway_api.as_ref())
-        .is_some_and(|g| g.routes_to_inference_pools())
-    {
+    if md.gateway_inference_pools().is_some() {
         match ctx.pools.store(client).await {
             Ok(store) => {
                 let pool = |name: String| {

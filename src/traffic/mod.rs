@@ -239,7 +239,7 @@ impl Router {
     ) -> Option<Router> {
         let mut backends = backends;
         let (kind, name, routes) = if let Some(g) = &routing.gateway_api {
-            if g.routes_to_inference_pools() {
+            if g.inference_pool.is_some() {
                 backends.kind = BackendKind::InferencePool;
             }
             (&gateway_api::ROUTE_KIND, g.http_route.clone(), Vec::new())
