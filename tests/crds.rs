@@ -272,12 +272,67 @@ fn invalid_cases() -> Vec<Case> {
         md(
             "step with setWeight and pause",
             vec![Set("/spec/strategy/canary/steps/0/pause", json!({}))],
-            &["spec.strategy.canary.steps[0]", "exactly one of setWeight or pause"],
+            &[
+                "spec.strategy.canary.steps[0]",
+                "exactly one of setWeight, pause or setCanaryScale",
+            ],
         ),
         md(
             "step with neither setWeight nor pause",
             vec![Set("/spec/strategy/canary/steps/1", json!({}))],
-            &["spec.strategy.canary.steps[1]", "exactly one of setWeight or pause"],
+            &[
+                "spec.strategy.canary.steps[1]",
+                "exactly one of setWeight, pause or setCanaryScale",
+            ],
+        ),
+        md(
+            "step with setWeight and setCanaryScale",
+            vec![Set(
+                "/spec/strategy/canary/steps/0/setCanaryScale",
+                json!({"replicas": 1}),
+            )],
+            &[
+                "spec.strategy.canary.steps[0]",
+                "exactly one of setWeight, pause or setCanaryScale",
+            ],
+        ),
+        md(
+            "setCanaryScale with replicas and matchTrafficWeight",
+            vec![Set(
+                "/spec/strategy/canary/steps/1",
+                json!({"setCanaryScale": {"replicas": 1, "matchTrafficWeight": true}}),
+            )],
+            &[
+                "spec.strategy.canary.steps[1].setCanaryScale",
+                "exactly one of replicas or matchTrafficWeight",
+            ],
+        ),
+        md(
+            "setCanaryScale with neither",
+            vec![Set("/spec/strategy/canary/steps/1", json!({"setCanaryScale": {}}))],
+            &[
+                "spec.strategy.canary.steps[1].setCanaryScale",
+                "exactly one of replicas or matchTrafficWeight",
+            ],
+        ),
+        md(
+            "setCanaryScale matchTrafficWeight false",
+            vec![Set(
+                "/spec/strategy/canary/steps/1",
+                json!({"setCanaryScale": {"matchTrafficWeight": false}}),
+            )],
+            &[
+                "spec.strategy.canary.steps[1].setCanaryScale",
+                "matchTrafficWeight must be true",
+            ],
+        ),
+        md(
+            "setCanaryScale negative replicas",
+            vec![Set(
+                "/spec/strategy/canary/steps/1",
+                json!({"setCanaryScale": {"replicas": -1}}),
+            )],
+            &["spec.strategy.canary.steps[1].setCanaryScale.replicas", "-1"],
         ),
         md(
             "canary and blueGreen",

@@ -247,7 +247,10 @@ impl Facts<'_> {
                     }
                 }
             },
-            (None, None) => "the next step".into(),
+            (None, None) => match &ready {
+                Some((words, false)) => words.clone(),
+                _ => "the canary's replicas to be ready".into(),
+            },
         };
         (because, Some(waiting))
     }

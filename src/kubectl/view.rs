@@ -356,7 +356,11 @@ pub fn step_words(step: &crate::api::CanaryStep) -> String {
             Some(d) => format!("pause {d}"),
             None => "pause (until promoted)".into(),
         },
-        (None, None) => "(empty step)".into(),
+        (None, None) => match &step.set_canary_scale {
+            Some(crate::api::CanaryScale { replicas: Some(n), .. }) => format!("setCanaryScale {n} replicas"),
+            Some(_) => "setCanaryScale matchTrafficWeight".into(),
+            None => "(empty step)".into(),
+        },
     }
 }
 

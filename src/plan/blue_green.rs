@@ -96,7 +96,7 @@ impl Planner<'_> {
                     // one write; once read back, the Services follow and weights return to stable.
                     let switch = [CanaryStep {
                         set_weight: Some(100),
-                        pause: None,
+                        ..CanaryStep::default()
                     }];
                     self.run_canary_steps(t, &switch);
                     return;

@@ -7,9 +7,31 @@ use std::time::Duration;
 
 use super::annotations::Promote;
 use super::planner::{Planner, Traffic};
-use super::steps::{Gate, Outcome, Step, advance};
+use super::steps::{Capacity, Gate, Outcome, Step, advance, replicas_for};
 use super::{CanaryStepState, RouteObservation};
-use crate::api::{CanaryStep, Phase};
+use crate::api::{CanaryScale, CanaryStep, Phase};
+
+/// The replicas a canary runs at step `index` of `steps`, with `route` percent of the traffic
+/// on it, of a full size of `full`: full size until a `setCanaryScale` step at or before it
+/// says otherwise, and full size once the steps are done (promotion comes at full size). A
+/// scale step never takes the canary below what the traffic on it, or the weight of the step
+/// about to be written, takes; nor above `full`. With `paused`, the weight of the step at
+/// `index` is not about to be written and does not count.
+pub(super) fn canary_size(steps: &[CanaryStep], index: i32, route: i32, full: i32, paused: bool) -> i32 {
+    let full = full.max(0);
+    let index = usize::try_from(index).unwrap_or(0);
+    let Some(current) = steps.get(index) else {
+        return full;
+    };
+    let scale = steps[..=index].iter().rev().find_map(|s| s.set_canary_scale.as_ref());
+    let upcoming = if paused { None } else { current.set_weight };
+    let needs = replicas_for(full, route.max(upcoming.unwrap_or(0)));
+    match scale {
+        None => full,
+        Some(CanaryScale { replicas: Some(n), .. }) => (*n).clamp(0, full).max(needs),
+        Some(_) => needs,
+    }
+}
 
 /// What the canary strategy wants from this reconcile.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,7 +70,35 @@ impl CanaryIntent {
     }
 }
 
+/// What a canary that waits for ready replicas says: `canary revision 2 at 10% (step 3 of 5)
+/// waits for 3 ready replicas (1/3 ready)`.
+fn waits_for(t: i64, at: i32, step: &str, replicas: i32, ready: i32) -> String {
+    let before = if step == "steps done" { " before promotion" } else { "" };
+    format!(
+        "canary revision {t} at {at}% ({step}) waits for {replicas} ready replicas{before} ({ready}/{replicas} ready)"
+    )
+}
+
 impl Planner<'_> {
+    /// What the canary `t` says while its Deployment is not Available mid-steps (scaling up
+    /// for a step, or a pod lost): None before its steps began.
+    pub(super) fn canary_waits(&self, t: i64) -> Option<String> {
+        let size = self.canary_replicas(t)?;
+        let d = self.obs.deployments.get(&t)?;
+        let step = d.canary_step?;
+        let total = self.md.spec.strategy.canary_steps().len();
+        let at = match &self.obs.route {
+            Some(RouteObservation::Weights(w)) => w.canary,
+            _ => 0,
+        };
+        let label = if usize::try_from(step.index).is_ok_and(|i| i >= total) {
+            "steps done".to_string()
+        } else {
+            format!("step {} of {total}", step.index + 1)
+        };
+        Some(waits_for(t, at, &label, size, d.ready_replicas))
+    }
+
     /// Runs the canary steps of `t` (Available) against the stable revision: one reconcile moves as far
     /// as the steps allow, and the step and its start time go onto the canary Deployment.
     ///
@@ -118,11 +168,20 @@ impl Planner<'_> {
                 started_at: self.now,
             };
         }
+        let full = self.replicas;
         let schedule: Vec<Step> = steps
             .iter()
-            .map(|s| match (s.set_weight, &s.pause) {
+            .enumerate()
+            .map(|(i, s)| match (s.set_weight, &s.pause) {
                 (Some(weight), _) => Step::Weight(weight),
-                (None, pause) => Step::Hold(pause.as_ref().and_then(|p| p.duration.as_ref()).map(|d| d.signed())),
+                (None, Some(pause)) => Step::Hold(pause.duration.as_ref().map(|d| d.signed())),
+                (None, None) => Step::Scale(canary_size(
+                    steps,
+                    i32::try_from(i).unwrap_or(i32::MAX),
+                    at,
+                    full,
+                    false,
+                )),
             })
             .collect();
         let gate = Gate {
@@ -130,7 +189,9 @@ impl Planner<'_> {
             promote: self.promote_requested == Some(Promote::Step),
             blocked: false,
         };
-        let advanced = advance(&schedule, state, current, self.now, gate);
+        let ready = self.obs.deployments.get(&t).map_or(0, |d| d.ready_replicas);
+        let capacity = Capacity { ready, full };
+        let advanced = advance(&schedule, state, current, capacity, self.now, gate);
         let label = |index: i32| format!("step {} of {total}", index + 1);
         if let Some(index) = advanced.promoted {
             promoted = Some(format!("{} promoted", label(index)));
@@ -146,6 +207,14 @@ impl Planner<'_> {
                         "canary revision {t} at {at}%, setting {weight}% ({})",
                         label(step.index)
                     ),
+                )
+            },
+            Outcome::Scaling { at: step, replicas } => CanaryIntent {
+                requeue: Some(Duration::from_secs(1)),
+                ..CanaryIntent::at(
+                    step,
+                    Phase::Progressing,
+                    waits_for(t, at, &label(step.index), replicas, ready),
                 )
             },
             Outcome::Paused { at: step } | Outcome::Blocked { at: step } => CanaryIntent::at(
@@ -182,6 +251,22 @@ impl Planner<'_> {
                     label(step.index)
                 ),
             ),
+            // Promotion comes at full size: the canary scales up first, traffic where it is.
+            Outcome::Done if ready < full => CanaryIntent {
+                requeue: Some(Duration::from_secs(1)),
+                ..CanaryIntent::at(
+                    if usize::try_from(state.index).is_ok_and(|i| i >= total) {
+                        state
+                    } else {
+                        CanaryStepState {
+                            index: i32::try_from(total).unwrap_or(i32::MAX),
+                            started_at: self.now,
+                        }
+                    },
+                    Phase::Progressing,
+                    waits_for(t, at, "steps done", full, ready),
+                )
+            },
             // The stable Service moves to `t`, then the weights return to stable.
             Outcome::Done => CanaryIntent {
                 step: None,
@@ -199,7 +284,7 @@ impl Planner<'_> {
                 .rev()
                 .find_map(|s| match s {
                     Step::Weight(w) => Some(*w),
-                    Step::Hold(_) => None,
+                    Step::Hold(_) | Step::Scale(_) => None,
                 })
                 .unwrap_or(0);
             if seen != held {

@@ -24,11 +24,14 @@ impl Planner<'_> {
             } else {
                 ""
             };
-            self.message = format!(
-                "revision {rev} (version {}) starting: {}{promote}",
-                self.version_of(rev),
-                self.readiness(rev)
-            );
+            self.message = match self.canary_waits(rev) {
+                Some(waits) => format!("{waits}{promote}"),
+                None => format!(
+                    "revision {rev} (version {}) starting: {}{promote}",
+                    self.version_of(rev),
+                    self.readiness(rev)
+                ),
+            };
             return;
         }
         let reason = format!(

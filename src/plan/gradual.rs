@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::planner::{Planner, Traffic};
-use super::steps::{Gate, Outcome, Step, advance};
+use super::steps::{Capacity, Gate, Outcome, Step, advance};
 use super::{CanaryStepState, RouteObservation};
 use crate::api::{GradualRollback, OnUnhealthy, Phase, RollbackMode};
 
@@ -225,7 +225,7 @@ impl Planner<'_> {
             blocked: !healthy,
             ..Gate::default()
         };
-        match advance(&schedule, start, Some(weight), self.now, gate).outcome {
+        match advance(&schedule, start, Some(weight), Capacity::UNBOUNDED, self.now, gate).outcome {
             Outcome::Hold { until: Some(ends), .. } => {
                 let left = self.now.duration_until(ends).unsigned_abs();
                 let message = format!("{what}: {at}, next step at {ends}");
@@ -235,9 +235,10 @@ impl Planner<'_> {
                 traffic.weight = Some(next);
                 in_flight(traffic, format!("{what}: {at}, setting {next}%"), soon, false)
             }
-            Outcome::Blocked { .. } | Outcome::Paused { .. } | Outcome::Hold { until: None, .. } => {
-                self.unhealthy_intent(to, weight, &what, g, traffic)
-            }
+            Outcome::Blocked { .. }
+            | Outcome::Paused { .. }
+            | Outcome::Scaling { .. }
+            | Outcome::Hold { until: None, .. } => self.unhealthy_intent(to, weight, &what, g, traffic),
             Outcome::Done => GradualIntent::Done { jumped: None },
         }
     }

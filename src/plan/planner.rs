@@ -13,7 +13,7 @@ use jiff::Timestamp;
 
 use super::annotations::Promote;
 use super::gradual::GradualTraffic;
-use super::{CanaryStepState, Judged, Observed, Plan, PlannedEvent, PolicyObservation};
+use super::{CanaryStepState, Judged, Observed, Plan, PlannedEvent, PolicyObservation, RouteObservation};
 use crate::api::{
     ModelDeployment, Phase, RevisionPhase, RevisionRecord, RollbackMode, RollbackPolicySpec, RollbackRecord,
     RollbackSpec,
@@ -299,17 +299,51 @@ impl<'a> Planner<'a> {
             .map(|r| r.to_revision)
     }
 
-    /// Ready for traffic: the Deployment is up to date and all its replicas are available.
+    /// Ready for traffic: the Deployment is up to date and all the replicas it should have
+    /// now are available.
     pub(super) fn available(&self, rev: i64) -> bool {
+        let size = self.size_of(rev);
         self.obs
             .deployments
             .get(&rev)
-            .is_some_and(|d| d.available && d.replicas >= self.replicas)
+            .is_some_and(|d| d.available && d.replicas >= size)
     }
 
     pub(super) fn readiness(&self, rev: i64) -> String {
         let ready = self.obs.deployments.get(&rev).map(|d| d.ready_replicas).unwrap_or(0);
-        format!("{ready}/{} replicas ready", self.replicas)
+        format!("{ready}/{} replicas ready", self.size_of(rev))
+    }
+
+    /// The replicas a running revision should have: the canary's size while its steps run,
+    /// full size otherwise.
+    pub(super) fn size_of(&self, rev: i64) -> i32 {
+        self.canary_replicas(rev).unwrap_or(self.replicas)
+    }
+
+    /// The size of `rev` while it is the canary being rolled out and not the target of a
+    /// rollback (None otherwise): from its
+    /// step (planned in this reconcile, else the one on its Deployment) and the traffic on
+    /// it. When the route cannot be read, the canary keeps at least the replicas it has.
+    pub(super) fn canary_replicas(&self, rev: i64) -> Option<i32> {
+        // A rollback to it wants it at full size; so does a return to a revision that served
+        // before, which switches at once.
+        let served_before = self.history.get(&rev).is_some_and(|h| h.promoted_at.is_some());
+        if rev != self.target || !self.rolling_out() || self.pending_rollback() == Some(rev) || served_before {
+            return None;
+        }
+        let steps = self.md.spec.strategy.canary.as_ref()?.steps.as_slice();
+        let observed = self.obs.deployments.get(&rev);
+        let index = self
+            .canary_step()
+            .or_else(|| observed.and_then(|d| d.canary_step))
+            .map_or(0, |s| s.index);
+        let (route, floor) = match &self.obs.route {
+            Some(RouteObservation::Weights(w)) => (w.canary, 0),
+            _ => (0, observed.map_or(0, |d| d.replicas)),
+        };
+        let route = route.max(self.canary_weight().unwrap_or(0));
+        let size = super::canary::canary_size(steps, index, route, self.replicas, self.md.spec.paused);
+        Some(size.max(floor.min(self.replicas)))
     }
 }
 

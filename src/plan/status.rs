@@ -67,13 +67,17 @@ impl Planner<'_> {
             if !running && observed.is_none() {
                 continue;
             }
-            let replicas = if running { self.replicas } else { 0 };
+            let replicas = if running { self.size_of(rev) } else { 0 };
             let scaled_from_zero = observed.is_none_or(|d| d.replicas == 0) && replicas > 0;
-            let progress_started_at = if self.reset_progress.contains(&rev) || (rev == t && scaled_from_zero) {
-                Some(self.now)
-            } else {
-                observed.and_then(|d| d.progress_started_at)
-            };
+            // A scale-up of the spec's revision (a canary step, autoscaling) starts its clock
+            // again: the new pods get the whole progress deadline to become ready.
+            let scaled_up = observed.is_some_and(|d| replicas > d.replicas);
+            let progress_started_at =
+                if self.reset_progress.contains(&rev) || (rev == t && (scaled_from_zero || scaled_up)) {
+                    Some(self.now)
+                } else {
+                    observed.and_then(|d| d.progress_started_at)
+                };
             // The step of a running canary; gone once it ends, so a later rollout starts at 0.
             let canary_step = if rev == t && rolling_out {
                 self.canary_step().or(observed.and_then(|d| d.canary_step))

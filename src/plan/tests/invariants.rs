@@ -40,7 +40,7 @@ proptest! {
     /// (asserted in `World::step`), revision numbers only grow, history stays bounded and
     /// unique, and a settled world is a fixed point.
     #[test]
-    fn invariants_hold_for_any_sequence(actions in proptest::collection::vec(action(), 1..40), auto in any::<bool>(), warm in 0i32..3, mode in 0u8..3, gradual in any::<bool>()) {
+    fn invariants_hold_for_any_sequence(actions in proptest::collection::vec(action(), 1..40), auto in any::<bool>(), warm in 0i32..3, mode in 0u8..4, gradual in any::<bool>()) {
         let mut extra = serde_json::json!({
             "strategy": {"blueGreen": {"autoPromote": auto}}, "warmRevisions": warm, "progressDeadlineSeconds": 30});
         if mode == 2 {
@@ -49,6 +49,14 @@ proptest! {
         if mode == 1 {
             extra["strategy"] = serde_json::json!({"canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}, {"pause": {"duration": "10s"}}]}});
             extra["trafficRouting"] = serde_json::json!({"smi": {"trafficSplit": "chat"}});
+        }
+        if mode == 3 {
+            // A canary that scales: a fixed size below what its weight takes, then with its weight.
+            extra["replicas"] = serde_json::json!(5);
+            extra["strategy"] = serde_json::json!({"canary": {"steps": [
+                {"setCanaryScale": {"replicas": 1}}, {"setWeight": 40}, {"pause": {}},
+                {"setCanaryScale": {"matchTrafficWeight": true}}, {"setWeight": 70}, {"pause": {"duration": "10s"}}]}});
+            extra["trafficRouting"] = serde_json::json!({"gatewayAPI": {"httpRoute": "chat"}});
         }
         let mut w = World::new(md("v0", extra));
         if gradual {

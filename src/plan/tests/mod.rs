@@ -77,12 +77,13 @@ impl World {
     fn step(&mut self) -> Plan {
         let obs = self.observed();
         let p = plan(&self.md, &obs);
-        // Invariant: traffic never moves to a revision that is not Available.
+        // Invariant: traffic never moves to a revision that is not Available at full size.
+        let full = self.md.spec.replicas;
         if let Some(target) = p.stable_service.filter(|t| Some(*t) != obs.stable_service) {
             let d = obs.deployments.get(&target.revision);
             assert!(
-                d.is_some_and(|d| d.available),
-                "stable Service moved to r{} which is not Available",
+                d.is_some_and(|d| d.available && d.ready_replicas >= full),
+                "stable Service moved to r{} which is not Available at {full} replicas: {d:?}",
                 target.revision
             );
         }
@@ -112,9 +113,13 @@ impl World {
                 template_drifted: false,
                 generation: 1,
             });
-            if d.replicas != want.replicas {
-                d.available = want.replicas == 0;
-                d.ready_replicas = 0;
+            // A scale-up keeps the pods that are ready; a scale-down keeps as many of them.
+            if want.replicas > d.replicas {
+                d.available = false;
+            }
+            d.ready_replicas = d.ready_replicas.min(want.replicas);
+            if want.replicas == 0 {
+                d.available = true;
             }
             d.replicas = want.replicas;
             d.progress_started_at = want.progress_started_at;
@@ -132,9 +137,13 @@ impl World {
             && w > self.route.unwrap_or(0)
             && obs.stable_service.map(|s| s.revision) != Some(canary)
         {
+            let needs = super::steps::replicas_for(full, w);
             assert!(
-                obs.deployments.get(&canary).is_some_and(|d| d.available),
-                "weight {w} on unavailable r{canary}"
+                obs.deployments
+                    .get(&canary)
+                    .is_some_and(|d| d.available && d.ready_replicas >= needs),
+                "weight {w} on r{canary} without the {needs} ready replicas it takes: {:?}",
+                obs.deployments.get(&canary)
             );
         }
         if let Some(w) = p.route_weight {
