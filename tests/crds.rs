@@ -418,6 +418,11 @@ fn invalid_cases() -> Vec<Case> {
             &["spec.revisionHistoryLimit"],
         ),
         md(
+            "negative warmReplicas",
+            vec![Set("/spec/warmReplicas", json!(-2))],
+            &["spec.warmReplicas", "-2"],
+        ),
+        md(
             "warmRevisions above the limit",
             vec![Set("/spec/warmRevisions", json!(4))],
             &["spec.warmRevisions", "must not exceed spec.revisionHistoryLimit"],

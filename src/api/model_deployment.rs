@@ -102,6 +102,14 @@ pub struct ModelDeploymentSpec {
     #[schemars(range(min = 0, max = 50))]
     pub warm_revisions: i32,
 
+    /// Pods of each warm revision: fewer than `replicas` keeps a revision partly warm, which
+    /// trades standby GPUs for rollback speed (a rollback to it scales it to `replicas` first
+    /// and waits for the pods it lacks). Defaults to `replicas` (fully warm); more than
+    /// `replicas` counts as `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub warm_replicas: Option<i32>,
+
     /// Seconds a new revision has to become Available before it is rolled back
     /// (at least 30). Defaults to 1800.
     #[serde(default = "default_progress_deadline_seconds")]
@@ -401,6 +409,11 @@ pub struct ModelDeploymentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
 
+    /// The standby kept for instant rollbacks: the warm revisions and the pods they hold
+    /// (their GPU cost). Absent when no revision is kept warm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<WarmStatus>,
+
     /// Revisions, newest first: at most revisionHistoryLimit, plus the live ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RevisionRecord>,
@@ -417,6 +430,16 @@ pub struct ModelDeploymentStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// Warm revisions and their pods.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmStatus {
+    /// The warm revisions, newest first.
+    pub revisions: Vec<i64>,
+    /// The pods they are kept at, together: `warmReplicas` (or `replicas`) each.
+    pub replicas: i32,
 }
 
 /// The phase of a ModelDeployment.

@@ -115,6 +115,9 @@ pub struct Summary {
     /// The latest rollback.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_rollback: Option<RollbackRecord>,
+    /// The warm revisions kept for instant rollbacks and their pods.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm: Option<crate::api::WarmStatus>,
     /// Revisions, newest first.
     pub revisions: Vec<RevisionView>,
 }
@@ -208,6 +211,7 @@ impl Summary {
             step,
             analysis,
             last_rollback: status.last_rollback.clone(),
+            warm: status.warm.clone(),
             revisions,
         }
     }
@@ -243,6 +247,13 @@ impl Summary {
             (None, None) => "-".into(),
         };
         field("Traffic", &traffic);
+        if let Some(w) = &self.warm {
+            let revisions: Vec<String> = w.revisions.iter().map(|r| r.to_string()).collect();
+            field(
+                "Warm",
+                &format!("revision {} ({} pods kept warm)", revisions.join(", "), w.replicas),
+            );
+        }
         if let Some(step) = &self.step {
             field("Step", &format!("{} of {}: {}", step.number, step.of, step.step));
         }
@@ -422,6 +433,7 @@ mod tests {
             serde_json::from_value(json!({
                 "observedGeneration": 2, "phase": "Paused", "message": "canary revision 2 at 50% (step 4 of 4)",
                 "currentRevision": 2, "stableRevision": 1, "canaryRevision": 2, "canaryWeight": 50, "currentStepIndex": 3,
+                "warm": {"revisions": [1], "replicas": 1},
                 "history": [
                     {"revision": 2, "version": "v2", "hash": "b", "deployment": "chat-r2", "phase": "Progressing", "createdAt": "2026-12-01T10:00:00Z"},
                     {"revision": 1, "version": "v1", "hash": "a", "deployment": "chat-r1", "phase": "Stable", "createdAt": "2026-12-01T09:00:00Z", "promotedAt": "2026-12-01T09:01:00Z"}
@@ -479,6 +491,7 @@ mod tests {
             "Step:          4 of 4: pause (until promoted)\n",
             "Strategy:      canary, traffic on HTTPRoute/chat\n",
             "Waiting for:   a promotion\n",
+            "Warm:          revision 1 (1 pods kept warm)\n",
             "error-rate  2         0.012  > 0.05         Healthy  0/2       5s",
             "2         v2       Progressing  canary,spec  5m0s",
         ] {

@@ -49,6 +49,11 @@ impl Planner<'_> {
             .map(|h| h.revision)
             .take(warm_count)
             .collect();
+        let warm_size = self
+            .md
+            .spec
+            .warm_replicas
+            .map_or(self.replicas, |w| w.clamp(0, self.replicas));
         let keep: Vec<i64> = live.iter().chain(warm.iter()).copied().collect();
         // The spec's revision is never pruned either, even when held at 0 replicas: pruning
         // it would forget that it was rolled back and deploy it again as a new revision.
@@ -67,7 +72,11 @@ impl Planner<'_> {
             if !running && observed.is_none() {
                 continue;
             }
-            let replicas = if running { self.size_of(rev) } else { 0 };
+            let replicas = match (running, warm.contains(&rev)) {
+                (false, _) => 0,
+                (true, true) => warm_size,
+                (true, false) => self.size_of(rev),
+            };
             let scaled_from_zero = observed.is_none_or(|d| d.replicas == 0) && replicas > 0;
             // A scale-up of the spec's revision (a canary step, autoscaling) starts its clock
             // again: the new pods get the whole progress deadline to become ready.
@@ -162,6 +171,10 @@ impl Planner<'_> {
                     self.md.metadata.name.as_deref().unwrap_or_default(),
                     crate::api::labels::REVISION
                 )
+            }),
+            warm: (!warm.is_empty()).then(|| crate::api::WarmStatus {
+                revisions: warm.clone(),
+                replicas: warm_size.saturating_mul(i32::try_from(warm.len()).unwrap_or(i32::MAX)),
             }),
             history: self.history.values().rev().cloned().collect(),
             last_rollback: self.last_rollback.clone(),

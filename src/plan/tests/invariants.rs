@@ -40,7 +40,7 @@ proptest! {
     /// (asserted in `World::step`), revision numbers only grow, history stays bounded and
     /// unique, and a settled world is a fixed point.
     #[test]
-    fn invariants_hold_for_any_sequence(actions in proptest::collection::vec(action(), 1..40), auto in any::<bool>(), warm in 0i32..3, mode in 0u8..4, gradual in any::<bool>()) {
+    fn invariants_hold_for_any_sequence(actions in proptest::collection::vec(action(), 1..40), auto in any::<bool>(), warm in 0i32..3, mode in 0u8..4, gradual in any::<bool>(), warm_replicas in proptest::option::of(0i32..3)) {
         let mut extra = serde_json::json!({
             "strategy": {"blueGreen": {"autoPromote": auto}}, "warmRevisions": warm, "progressDeadlineSeconds": 30});
         if mode == 2 {
@@ -57,6 +57,10 @@ proptest! {
                 {"setCanaryScale": {"replicas": 1}}, {"setWeight": 40}, {"pause": {}},
                 {"setCanaryScale": {"matchTrafficWeight": true}}, {"setWeight": 70}, {"pause": {"duration": "10s"}}]}});
             extra["trafficRouting"] = serde_json::json!({"gatewayAPI": {"httpRoute": "chat"}});
+        }
+        if let Some(n) = warm_replicas {
+            // Warm revisions kept at fewer pods than full size (or at more: counted as full).
+            extra["warmReplicas"] = serde_json::json!(n);
         }
         let mut w = World::new(md("v0", extra));
         if gradual {

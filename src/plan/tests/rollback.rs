@@ -141,3 +141,72 @@ fn a_promote_with_nothing_to_roll_back_is_not_overridden() {
     assert!(!overridden(&p, PROMOTE), "{:?}", p.events);
     assert!(p.events.iter().any(|e| e.reason == "NothingToAbort"));
 }
+
+#[test]
+fn a_partly_warm_revision_is_kept_at_warm_replicas_and_scaled_to_full_before_a_rollback_moves_traffic() {
+    let mut w = World::new(md(
+        "v1",
+        serde_json::json!({"replicas": 4, "warmReplicas": 1, "warmRevisions": 1}),
+    ));
+    w.settle();
+    assert_eq!(w.status().warm, None, "nothing to keep warm yet");
+    w.set_version("v2");
+    let p = w.settle();
+    assert_eq!(p.deployments.get(&1).map(|d| d.replicas), Some(1), "r1 partly warm");
+    assert_eq!(
+        p.status.warm,
+        Some(crate::api::WarmStatus {
+            revisions: vec![1],
+            replicas: 1
+        })
+    );
+    w.blocked.insert(1);
+    w.annotate(ROLLBACK_TO, "previous");
+    let p = w.settle();
+    assert_eq!(
+        p.deployments.get(&1).map(|d| d.replicas),
+        Some(4),
+        "scaled to full first"
+    );
+    assert_eq!(p.status.phase, Some(Phase::RollingBack));
+    assert_eq!(p.stable_service.map(|s| s.revision), Some(2), "traffic waits");
+    assert!(
+        p.status
+            .message
+            .clone()
+            .unwrap_or_default()
+            .contains("1/4 replicas ready"),
+        "{:?}",
+        p.status.message
+    );
+    w.blocked.clear();
+    let p = w.settle();
+    assert_eq!(p.status.stable_revision, Some(1));
+    assert_eq!(p.stable_service.map(|s| s.revision), Some(1));
+    assert_eq!(p.status.warm, None, "r2 was rolled back: not kept warm");
+}
+
+#[test]
+fn warm_replicas_above_replicas_count_as_replicas_and_zero_warm_revisions_report_no_standby() {
+    let mut w = World::new(md(
+        "v1",
+        serde_json::json!({"replicas": 2, "warmReplicas": 9, "warmRevisions": 2}),
+    ));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    w.set_version("v3");
+    let p = w.settle();
+    assert_eq!(
+        p.status.warm,
+        Some(crate::api::WarmStatus {
+            revisions: vec![2, 1],
+            replicas: 4
+        })
+    );
+    assert_eq!(p.deployments.get(&1).map(|d| d.replicas), Some(2));
+    w.md.spec.warm_revisions = 0;
+    let p = w.settle();
+    assert_eq!(p.status.warm, None);
+    assert_eq!(p.deployments.get(&2).map(|d| d.replicas), Some(0));
+}
