@@ -103,6 +103,21 @@ pub(super) enum Traffic {
     },
     /// A gradual rollback holds traffic on the revision being left.
     Gradual(GradualTraffic),
+    /// A rollback to a revision still scaling up: the share of traffic its ready pods take.
+    Share(ShareTraffic),
+}
+
+/// Where traffic goes while a rollback waits for its target's pods, with a route object: the
+/// canary Service selects the target and the canary weight is the share its ready pods take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ShareTraffic {
+    /// The rollback's target.
+    pub(super) to: i64,
+    /// What the canary Service selects: the target, or (while another revision still has
+    /// canary weight, which goes to 0 first) what it selects now.
+    pub(super) canary: Option<i64>,
+    /// The canary weight to write.
+    pub(super) weight: i32,
 }
 
 impl<'a> Planner<'a> {
@@ -229,6 +244,14 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Where a rollback waiting for its target's pods sends traffic, when it does.
+    pub(super) fn share(&self) -> Option<ShareTraffic> {
+        match self.traffic {
+            Some(Traffic::Share(s)) => Some(s),
+            _ => None,
+        }
+    }
+
     /// Where a gradual rollback holds traffic, when one runs.
     pub(super) fn gradual(&self) -> Option<GradualTraffic> {
         match self.traffic {
@@ -310,8 +333,12 @@ impl<'a> Planner<'a> {
     }
 
     pub(super) fn readiness(&self, rev: i64) -> String {
-        let ready = self.obs.deployments.get(&rev).map(|d| d.ready_replicas).unwrap_or(0);
-        format!("{ready}/{} replicas ready", self.size_of(rev))
+        format!("{}/{} replicas ready", self.ready_of(rev), self.size_of(rev))
+    }
+
+    /// The ready pods of `rev`'s Deployment.
+    pub(super) fn ready_of(&self, rev: i64) -> i32 {
+        self.obs.deployments.get(&rev).map_or(0, |d| d.ready_replicas)
     }
 
     /// The replicas a running revision should have: the canary's size while its steps run,

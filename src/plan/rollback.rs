@@ -1,7 +1,8 @@
 //! Rollbacks: starting one (instant or gradual), promoting, completing a pending rollback.
 
+use super::RouteObservation;
 use super::gradual::Walk;
-use super::planner::{Planner, RESTORED};
+use super::planner::{Planner, RESTORED, ShareTraffic, Traffic};
 use crate::api::{GradualRollback, Phase, RevisionPhase, RollbackMode, RollbackRecord, RollbackTrigger, Verification};
 use crate::conditions::stamp;
 
@@ -34,6 +35,9 @@ enum Pending {
 enum Completion {
     /// The target is not Available yet: phase RollingBack with this message.
     Waiting(String),
+    /// The target is not Available yet, and a route object gives it the share of traffic
+    /// its ready pods take.
+    Share(ShareTraffic),
     /// The target takes the stable Service; the record is completed.
     Complete {
         /// The `RolledBack` Event's note.
@@ -118,7 +122,10 @@ impl Planner<'_> {
     /// all traffic onto it, then completes. Reads the planner, changes nothing.
     fn completion(&self, to: i64, walked: Walk) -> Completion {
         if walked == Walk::GaveWay && !self.available(to) {
-            return Completion::Waiting(format!("rolling back to revision {to}: {}", self.readiness(to)));
+            return match self.share_of(to) {
+                Some(share) => Completion::Share(share),
+                None => Completion::Waiting(format!("rolling back to revision {to}: {}", self.readiness(to))),
+            };
         }
         let note = self.last_rollback.as_ref().map(|r| {
             format!(
@@ -160,6 +167,17 @@ impl Planner<'_> {
                 self.message = message;
                 true
             }
+            Completion::Share(share) => {
+                let (ready, full) = (self.ready_of(to), self.replicas);
+                self.phase = Phase::RollingBack;
+                self.message = format!(
+                    "rolling back to revision {to}: {ready}/{full} replicas ready, {}% of traffic on it",
+                    share.weight
+                );
+                self.requeue_after = Some(std::time::Duration::from_secs(1));
+                self.traffic = Some(Traffic::Share(share));
+                true
+            }
             Completion::Complete { note, verify } => {
                 self.take_stable(to);
                 self.set_phase(to, RevisionPhase::Stable, Some(RESTORED.into()));
@@ -174,6 +192,33 @@ impl Planner<'_> {
                 false
             }
         }
+    }
+
+    /// Where traffic goes while a rollback to `to` waits for its pods, when a route object can
+    /// send `to` the share its ready pods take (`floor(100 × ready / replicas)` percent), and
+    /// `to` does not serve through the stable Service already. Another revision's canary
+    /// weight goes to 0 first (a rollback takes traffic off a canary at once); then the canary
+    /// Service selects `to` and carries its share. Reads the planner, changes nothing.
+    fn share_of(&self, to: i64) -> Option<ShareTraffic> {
+        self.md.spec.traffic_routing.as_ref()?;
+        let Some(RouteObservation::Weights(w)) = &self.obs.route else {
+            return None;
+        };
+        if self.replicas <= 0 || self.obs.stable_service.map(|s| s.revision) == Some(to) {
+            return None;
+        }
+        let ready = self.ready_of(to).clamp(0, self.replicas);
+        let share = i32::try_from(i64::from(ready) * 100 / i64::from(self.replicas)).unwrap_or(0);
+        let canary = self.obs.canary_service.map(|s| s.revision);
+        Some(if canary == Some(to) || w.canary == 0 {
+            ShareTraffic {
+                to,
+                canary: Some(to),
+                weight: share,
+            }
+        } else {
+            ShareTraffic { to, canary, weight: 0 }
+        })
     }
 
     /// `to` becomes the stable revision of a rollback; the one it replaces is Superseded.

@@ -115,7 +115,10 @@ impl Planner<'_> {
             Some(g) => g.stable.map(target_of),
             None => self.stable.map(target_of),
         };
-        let preview = if let Some(g) = &gradual {
+        let share = self.share();
+        let preview = if let Some(sh) = &share {
+            sh.canary.or(self.obs.canary_service.map(|s| s.revision))
+        } else if let Some(g) = &gradual {
             Some(g.canary)
         } else if rolling_out || self.stable.is_none() {
             Some(t)
@@ -128,6 +131,7 @@ impl Planner<'_> {
         // goes to the stable Service.
         let route_weight = match (&self.md.spec.traffic_routing, rolling_out, &gradual) {
             (None, _, _) => None,
+            (Some(_), _, None) if share.is_some() => share.map(|s| s.weight),
             (Some(_), _, Some(g)) => g.weight,
             (Some(_), true, None) => self.canary_weight(),
             (Some(_), false, None) => Some(0),
@@ -150,11 +154,12 @@ impl Planner<'_> {
             message: Some(self.message.clone()),
             current_revision: Some(t),
             stable_revision: self.stable,
-            canary_revision: match &gradual {
-                Some(g) => Some(g.from),
-                None => rolling_out.then_some(t),
+            canary_revision: match (&gradual, &share) {
+                (Some(g), _) => Some(g.from),
+                (None, Some(sh)) => sh.canary,
+                (None, None) => rolling_out.then_some(t),
             },
-            canary_weight: if rolling_out || gradual.is_some() {
+            canary_weight: if rolling_out || gradual.is_some() || share.is_some() {
                 observed_weight
             } else {
                 None

@@ -138,10 +138,16 @@ impl World {
             && obs.stable_service.map(|s| s.revision) != Some(canary)
         {
             let needs = super::steps::replicas_for(full, w);
+            // A rollback's target still scaling up takes the share its ready pods take.
+            let rollback_target = p
+                .status
+                .last_rollback
+                .as_ref()
+                .is_some_and(|r| r.completed_at.is_none() && r.to_revision == canary);
             assert!(
                 obs.deployments
                     .get(&canary)
-                    .is_some_and(|d| d.available && d.ready_replicas >= needs),
+                    .is_some_and(|d| (d.available || rollback_target) && d.ready_replicas >= needs),
                 "weight {w} on r{canary} without the {needs} ready replicas it takes: {:?}",
                 obs.deployments.get(&canary)
             );

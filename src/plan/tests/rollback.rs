@@ -210,3 +210,91 @@ fn warm_replicas_above_replicas_count_as_replicas_and_zero_warm_revisions_report
     assert_eq!(p.status.warm, None);
     assert_eq!(p.deployments.get(&2).map(|d| d.replicas), Some(0));
 }
+
+/// The sim's pods of `rev` come up one at a time: `ready` of them are ready.
+fn set_ready(w: &mut World, rev: i64, ready: i32) {
+    if let Some(d) = w.deployments.get_mut(&rev) {
+        d.ready_replicas = ready;
+        d.available = ready >= d.replicas;
+    }
+}
+
+#[test]
+fn with_a_route_a_rollback_to_a_partly_warm_revision_moves_traffic_as_its_pods_become_ready() {
+    let mut spec = canary_spec(serde_json::json!([{"setWeight": 50}, {"pause": {}}]));
+    spec["replicas"] = serde_json::json!(4);
+    spec["warmReplicas"] = serde_json::json!(1);
+    let mut w = World::new(md("v1", spec));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    w.annotate(PROMOTE, "full");
+    let p = w.settle();
+    assert_eq!((p.status.stable_revision, w.route), (Some(2), Some(0)));
+    assert_eq!(w.deployments[&1].replicas, 1, "r1 partly warm");
+
+    w.blocked.insert(1);
+    w.annotate(ROLLBACK_TO, "1");
+    let p = w.settle();
+    assert_eq!(p.deployments.get(&1).map(|d| d.replicas), Some(4));
+    assert_eq!(
+        p.canary_service.map(|s| s.revision),
+        Some(1),
+        "the canary Service selects r1"
+    );
+    assert_eq!(p.stable_service.map(|s| s.revision), Some(2));
+    assert_eq!(w.route, Some(25), "1 of 4 ready: 25% of the traffic");
+    assert_eq!(p.status.phase, Some(Phase::RollingBack));
+    assert_eq!((p.status.canary_revision, p.status.canary_weight), (Some(1), Some(25)));
+    assert!(
+        p.status
+            .message
+            .clone()
+            .unwrap_or_default()
+            .contains("1/4 replicas ready, 25% of traffic on it"),
+        "{:?}",
+        p.status.message
+    );
+    set_ready(&mut w, 1, 3);
+    w.step();
+    assert_eq!(w.route, Some(75));
+    w.blocked.clear();
+    let p = w.settle();
+    assert_eq!(p.status.stable_revision, Some(1));
+    assert_eq!(p.stable_service.map(|s| s.revision), Some(1));
+    assert_eq!(w.route, Some(0), "all traffic on r1 through the stable Service");
+    assert!(p.status.last_rollback.is_some_and(|r| r.completed_at.is_some()));
+}
+
+#[test]
+fn a_rollback_during_a_canary_takes_its_weight_off_before_the_target_gets_a_share() {
+    let mut spec = canary_spec(serde_json::json!([{"setWeight": 40}, {"pause": {}}]));
+    spec["replicas"] = serde_json::json!(2);
+    spec["warmReplicas"] = serde_json::json!(0);
+    spec["warmRevisions"] = serde_json::json!(1);
+    let mut w = World::new(md("v1", spec));
+    w.settle();
+    w.set_version("v2");
+    w.settle();
+    w.annotate(PROMOTE, "full");
+    w.settle();
+    w.set_version("v3");
+    w.settle();
+    assert_eq!((w.status().canary_revision, w.route), (Some(3), Some(40)));
+    w.blocked.insert(1);
+    w.annotate(ROLLBACK_TO, "1");
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(0), "r3's canary weight goes first");
+    assert_eq!(
+        p.canary_service.map(|s| s.revision),
+        Some(3),
+        "the canary Service stays until then"
+    );
+    let p = w.step();
+    assert_eq!(p.canary_service.map(|s| s.revision), Some(1));
+    assert_eq!(p.route_weight, Some(0), "0 of 2 ready: no traffic yet");
+    w.blocked.clear();
+    let p = w.settle();
+    assert_eq!(p.status.stable_revision, Some(1));
+    assert_eq!(w.route, Some(0));
+}
