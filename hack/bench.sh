@@ -9,4 +9,4 @@ source "$ROOT/hack/cluster-lib.sh"
 use_cluster
 PROMETHEUS_BIN=$(bash "$ROOT/hack/install-prometheus.sh")
 ROLLGUARD_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" ROLLGUARD_PROMETHEUS="$PROMETHEUS_BIN" \
-  cargo bench --bench rollback_latency --bench canary_latency --bench metrics_rollback --bench slow_provider_rollback
+  cargo bench --bench rollback_latency --bench canary_latency --bench metrics_rollback --bench slow_provider_rollback --bench warm_standby

@@ -116,7 +116,7 @@ kind: ModelDeployment
 metadata: {name: chat}
 spec:
   model: {name: llama-3.1-8b-instruct, version: "$1", uri: hf://meta-llama/Llama-3.1-8B-Instruct}
-  replicas: 2
+  replicas: 4
   port: 8000
   template:
     spec:
@@ -127,6 +127,7 @@ spec:
   strategy:
     canary:
       steps:
+      - setCanaryScale: {matchTrafficWeight: true}
       - setWeight: 10
       - pause: {duration: 6s}
       - setWeight: 30
@@ -147,14 +148,17 @@ LAST=""
 timeline() {
   local deadline=$((SECONDS + 180))
   while :; do
-    local line route
+    local line route pods
     line=$(kubectl get md chat -n "$NS" -o jsonpath='{.status.phase}|{.status.stableRevision}|{.status.canaryRevision}|{.status.message}' 2>/dev/null || true)
     route=$(kubectl get httproute chat -n "$NS" -o jsonpath='{range .spec.rules[0].backendRefs[*]}{.name}={.weight} {end}' 2>/dev/null || true)
-    if [[ "$line $route" != "$LAST" ]]; then
+    # Ready/desired pods of each revision's Deployment (chat-r1=4/4 chat-r2=1/1).
+    pods=$(kubectl get deploy -n "$NS" -l rollguard.dev/model-deployment=chat \
+      -o jsonpath='{range .items[*]}{.metadata.name}={.status.readyReplicas}/{.spec.replicas} {end}' 2>/dev/null || true)
+    if [[ "$line $route $pods" != "$LAST" ]]; then
       IFS='|' read -r phase stable canary message <<<"$line"
-      printf '  t+%3ss  %-11s stable=r%-2s canary=%-3s route: %-22s %s\n' $((SECONDS - START)) "${phase:--}" "${stable:--}" \
-        "${canary:+r$canary}" "${route:-}" "${message:-}"
-      LAST="$line $route"
+      printf '  t+%3ss  %-11s stable=r%-2s canary=%-3s route: %-22s pods: %-22s %s\n' $((SECONDS - START)) "${phase:--}" \
+        "${stable:--}" "${canary:+r$canary}" "${route:-}" "${pods:-}" "${message:-}"
+      LAST="$line $route $pods"
     fi
     if "$@"; then return 0; fi
     if ((SECONDS > deadline)); then echo "error: the demo did not reach its next stage in 180 s; see $DEMO/operator.log" >&2; exit 1; fi
@@ -173,7 +177,7 @@ apply_chat 2026-11-01
 echo "  t+  0s  -- v1 (2026-11-01) applied"
 timeline healthy_at 1
 apply_chat 2026-11-20
-echo "  t+$(printf '%3s' $((SECONDS - START)))s  -- v2 (2026-11-20) applied: a canary of 10%, then 30%"
+echo "  t+$(printf '%3s' $((SECONDS - START)))s  -- v2 (2026-11-20) applied: a canary of 10% on 1 pod, then 30% on 2 (of 4)"
 timeline paused_at_30
 curl -fsS -X PUT -H 'content-type: application/json' -d '{"errorRate": 0.4}' \
   "http://127.0.0.1:$SIM_PORT/control/$NS/chat/2" >/dev/null

@@ -32,6 +32,15 @@ async fn wait_replicas(apis: &Apis, name: &str, replicas: i32) {
     assert!(seen.is_some(), "Deployment {name} never asked for {replicas} replicas");
 }
 
+/// What an HPA or KEDA does: writes `replicas` through the scale subresource.
+async fn scale_to(apis: &Apis, replicas: i32) {
+    let patch = json!({"spec": {"replicas": replicas}});
+    apis.md
+        .patch_scale("chat", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .expect("patching the scale subresource");
+}
+
 /// Waits until the ModelDeployment's message contains `words`.
 async fn wait_message(apis: &Apis, words: &str) -> rollguard::api::ModelDeployment {
     apis.wait_md("chat", &format!("a message with {words:?}"), SECS_60, |md| {
@@ -127,28 +136,13 @@ async fn an_autoscaler_on_the_scale_subresource_resizes_the_canary_with_its_weig
     wait_paused_at(&apis, 2).await;
     assert_eq!(apis.deployment_replicas("chat-r2").await, Some(1));
 
-    // What an HPA or KEDA does: write spec.replicas through the scale subresource.
-    apis.md
-        .patch_scale(
-            "chat",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 12}})),
-        )
-        .await
-        .expect("patching the scale subresource");
+    scale_to(&apis, 12).await;
     wait_replicas(&apis, "chat-r1", 12).await;
     wait_replicas(&apis, "chat-r2", 3).await;
     wait_paused_at(&apis, 2).await;
     assert_eq!(route_weights(&apis).await.map(|w| w.canary), Some(25));
 
-    apis.md
-        .patch_scale(
-            "chat",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 2}})),
-        )
-        .await
-        .expect("patching the scale subresource");
+    scale_to(&apis, 2).await;
     wait_replicas(&apis, "chat-r1", 2).await;
     wait_replicas(&apis, "chat-r2", 1).await;
     let md = apis.md.get("chat").await.expect("md");

@@ -30,15 +30,7 @@ fn canary_walks_its_steps_pauses_and_promotes_at_the_end() {
     assert_eq!(p.route_weight, Some(50));
     let p = w.step();
     assert_eq!(p.status.current_step_index, Some(3));
-    assert!(
-        p.status
-            .message
-            .clone()
-            .unwrap_or_default()
-            .contains("canary revision 2 at 50% (step 4 of 5)"),
-        "{:?}",
-        p.status.message
-    );
+    assert_message(&p, "canary revision 2 at 50% (step 4 of 5)");
     let p = w.settle();
     assert_eq!(p.status.phase, Some(Phase::Paused), "an open pause holds");
     assert_eq!(p.status.stable_revision, Some(1));
@@ -173,15 +165,7 @@ fn a_canary_that_matches_its_weight_scales_before_each_weight_and_to_full_before
     let p = w.settle();
     assert_eq!(canary_replicas(&p, 2), Some(1), "10% of 10 replicas takes 1");
     assert_eq!(w.route, Some(0), "no weight before that replica is ready");
-    assert!(
-        p.status
-            .message
-            .clone()
-            .unwrap_or_default()
-            .contains("waits for 1 ready replicas (0/1 ready)"),
-        "{:?}",
-        p.status.message
-    );
+    assert_message(&p, "waits for 1 ready replicas (0/1 ready)");
     w.blocked.clear();
     let p = w.settle();
     assert_eq!((w.route, p.status.phase), (Some(10), Some(Phase::Paused)));
@@ -194,14 +178,9 @@ fn a_canary_that_matches_its_weight_scales_before_each_weight_and_to_full_before
     assert_eq!(canary_replicas(&p, 2), Some(5));
     assert_eq!(w.route, Some(10), "traffic stays at 10% while 1 of 5 is ready");
     assert_eq!(p.status.phase, Some(Phase::Progressing));
-    assert!(
-        p.status
-            .message
-            .clone()
-            .unwrap_or_default()
-            .contains("canary revision 2 at 10% (step 4 of 5) waits for 5 ready replicas (1/5 ready)"),
-        "{:?}",
-        p.status.message
+    assert_message(
+        &p,
+        "canary revision 2 at 10% (step 4 of 5) waits for 5 ready replicas (1/5 ready)",
     );
     w.blocked.clear();
     let p = w.settle();
@@ -214,15 +193,7 @@ fn a_canary_that_matches_its_weight_scales_before_each_weight_and_to_full_before
     assert_eq!(canary_replicas(&p, 2), Some(10));
     assert_eq!(p.status.stable_revision, Some(1), "not promoted at 5 of 10");
     assert_eq!(w.route, Some(50));
-    assert!(
-        p.status
-            .message
-            .clone()
-            .unwrap_or_default()
-            .contains("waits for 10 ready replicas before promotion"),
-        "{:?}",
-        p.status.message
-    );
+    assert_message(&p, "waits for 10 ready replicas before promotion");
     w.blocked.clear();
     let p = w.settle();
     assert_eq!(p.status.stable_revision, Some(2));

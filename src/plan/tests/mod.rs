@@ -215,6 +215,12 @@ impl World {
     }
 }
 
+/// Asserts that the status message of `p` contains `words`.
+fn assert_message(p: &Plan, words: &str) {
+    let message = p.status.message.clone().unwrap_or_default();
+    assert!(message.contains(words), "{words:?} not in {message:?}");
+}
+
 fn canary_spec(steps: serde_json::Value) -> serde_json::Value {
     serde_json::json!({
         "strategy": {"canary": {"steps": steps}},

@@ -170,15 +170,7 @@ fn a_partly_warm_revision_is_kept_at_warm_replicas_and_scaled_to_full_before_a_r
     );
     assert_eq!(p.status.phase, Some(Phase::RollingBack));
     assert_eq!(p.stable_service.map(|s| s.revision), Some(2), "traffic waits");
-    assert!(
-        p.status
-            .message
-            .clone()
-            .unwrap_or_default()
-            .contains("1/4 replicas ready"),
-        "{:?}",
-        p.status.message
-    );
+    assert_message(&p, "1/4 replicas ready");
     w.blocked.clear();
     let p = w.settle();
     assert_eq!(p.status.stable_revision, Some(1));
@@ -246,15 +238,7 @@ fn with_a_route_a_rollback_to_a_partly_warm_revision_moves_traffic_as_its_pods_b
     assert_eq!(w.route, Some(25), "1 of 4 ready: 25% of the traffic");
     assert_eq!(p.status.phase, Some(Phase::RollingBack));
     assert_eq!((p.status.canary_revision, p.status.canary_weight), (Some(1), Some(25)));
-    assert!(
-        p.status
-            .message
-            .clone()
-            .unwrap_or_default()
-            .contains("1/4 replicas ready, 25% of traffic on it"),
-        "{:?}",
-        p.status.message
-    );
+    assert_message(&p, "1/4 replicas ready, 25% of traffic on it");
     set_ready(&mut w, 1, 3);
     w.step();
     assert_eq!(w.route, Some(75));
