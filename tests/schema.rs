@@ -110,7 +110,9 @@ fn every_exactly_one_and_cross_field_rule_is_in_the_schema() {
     let md = rules("ModelDeployment");
     for rule in [
         "has(self.canary) != has(self.blueGreen)",
-        "has(self.setWeight) != has(self.pause)",
+        "[has(self.setWeight), has(self.pause), has(self.setCanaryScale)].filter(x, x).size() == 1",
+        "has(self.replicas) != has(self.matchTrafficWeight)",
+        "!has(self.matchTrafficWeight) || self.matchTrafficWeight",
         "!has(self.strategy) || !has(self.strategy.canary) || has(self.trafficRouting)",
         "(has(self.gatewayAPI) ? 1 : 0) + (has(self.smi) ? 1 : 0) + (has(self.istio) ? 1 : 0) == 1",
     ] {
