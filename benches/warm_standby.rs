@@ -63,7 +63,6 @@ async fn run_size(warm_replicas: i32, runs: usize, start: Duration) -> Vec<Sampl
             first: first_share.map_or(all, |s| s.min(all)),
             all,
         });
-        apis.wait_healthy("chat", 1).await;
 
         // Back to r2 for the next round: r1 goes back to its warm size.
         apis.annotate("chat", "rollguard.dev/retry", "true").await;

@@ -72,9 +72,13 @@ impl Planner<'_> {
             if !running && observed.is_none() {
                 continue;
             }
+            // A revision a gradual rollback walks traffic off keeps the pods it has (a
+            // canary sized by its weight is not scaled up on its way out).
+            let walked_off = gradual.is_some_and(|g| g.from == rev) && self.stable != Some(rev);
             let replicas = match (running, warm.contains(&rev)) {
                 (false, _) => 0,
                 (true, true) => warm_size,
+                (true, false) if walked_off => observed.map_or(self.replicas, |d| d.replicas.min(self.replicas)),
                 (true, false) => self.size_of(rev),
             };
             let scaled_from_zero = observed.is_none_or(|d| d.replicas == 0) && replicas > 0;

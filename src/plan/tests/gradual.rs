@@ -214,3 +214,30 @@ fn a_weight_someone_else_raises_in_a_hold_is_restored_on_the_same_clock_and_a_lo
     assert!(p.events.iter().all(|e| e.reason != "RouteWeightRestored"));
     assert_eq!(p.route_weight, Some(5), "the next step below 10%");
 }
+
+#[test]
+fn a_canary_sized_by_its_weight_keeps_its_pods_while_a_gradual_rollback_walks_it_down() {
+    let steps = serde_json::json!([{"setCanaryScale": {"matchTrafficWeight": true}}, {"setWeight": 60}, {"pause": {}}]);
+    let mut spec = canary_spec(steps);
+    spec["replicas"] = serde_json::json!(10);
+    let mut w = World::new(md("v1", spec));
+    w.policy = Some(gradual_policy("Pause"));
+    w.settle();
+    w.set_version("v2");
+    let p = w.settle();
+    assert_eq!(
+        (w.route, p.deployments.get(&2).map(|d| d.replicas)),
+        (Some(60), Some(6))
+    );
+    w.annotate(ABORT, "true");
+    for _ in 0..3 {
+        let p = w.step();
+        assert_eq!(p.status.phase, Some(Phase::RollingBack));
+        assert_eq!(
+            p.deployments.get(&2).map(|d| d.replicas),
+            Some(6),
+            "not scaled up on its way out"
+        );
+        w.advance(60);
+    }
+}
