@@ -8,11 +8,13 @@ pub mod common;
 pub mod model_deployment;
 pub mod rollback_policy;
 pub mod routing;
+pub mod strategy;
 
 pub use common::*;
 pub use model_deployment::*;
 pub use rollback_policy::*;
 pub use routing::*;
+pub use strategy::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

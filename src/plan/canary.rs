@@ -71,9 +71,14 @@ impl CanaryIntent {
 }
 
 /// What a canary that waits for ready replicas says: `canary revision 2 at 10% (step 3 of 5)
-/// waits for 3 ready replicas (1/3 ready)`.
-fn waits_for(t: i64, at: i32, step: &str, replicas: i32, ready: i32) -> String {
-    let before = if step == "steps done" { " before promotion" } else { "" };
+/// waits for 3 ready replicas (1/3 ready)`; past the last of `total` steps, `(steps done)
+/// waits for 4 ready replicas before promotion`.
+fn waits_for(t: i64, at: i32, index: i32, total: usize, replicas: i32, ready: i32) -> String {
+    let (step, before) = if usize::try_from(index).is_ok_and(|i| i >= total) {
+        ("steps done".to_string(), " before promotion")
+    } else {
+        (format!("step {} of {total}", index + 1), "")
+    };
     format!(
         "canary revision {t} at {at}% ({step}) waits for {replicas} ready replicas{before} ({ready}/{replicas} ready)"
     )
@@ -91,12 +96,7 @@ impl Planner<'_> {
             Some(RouteObservation::Weights(w)) => w.canary,
             _ => 0,
         };
-        let label = if usize::try_from(step.index).is_ok_and(|i| i >= total) {
-            "steps done".to_string()
-        } else {
-            format!("step {} of {total}", step.index + 1)
-        };
-        Some(waits_for(t, at, &label, size, d.ready_replicas))
+        Some(waits_for(t, at, step.index, total, size, d.ready_replicas))
     }
 
     /// Runs the canary steps of `t` (Available) against the stable revision: one reconcile moves as far
@@ -189,7 +189,7 @@ impl Planner<'_> {
             promote: self.promote_requested == Some(Promote::Step),
             blocked: false,
         };
-        let ready = self.obs.deployments.get(&t).map_or(0, |d| d.ready_replicas);
+        let ready = self.ready_of(t);
         let capacity = Capacity { ready, full };
         let advanced = advance(&schedule, state, current, capacity, self.now, gate);
         let label = |index: i32| format!("step {} of {total}", index + 1);
@@ -214,7 +214,7 @@ impl Planner<'_> {
                 ..CanaryIntent::at(
                     step,
                     Phase::Progressing,
-                    waits_for(t, at, &label(step.index), replicas, ready),
+                    waits_for(t, at, step.index, total, replicas, ready),
                 )
             },
             Outcome::Paused { at: step } | Outcome::Blocked { at: step } => CanaryIntent::at(
@@ -264,7 +264,7 @@ impl Planner<'_> {
                         }
                     },
                     Phase::Progressing,
-                    waits_for(t, at, "steps done", full, ready),
+                    waits_for(t, at, i32::try_from(total).unwrap_or(i32::MAX), total, full, ready),
                 )
             },
             // The stable Service moves to `t`, then the weights return to stable.

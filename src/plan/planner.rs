@@ -111,8 +111,6 @@ pub(super) enum Traffic {
 /// canary Service selects the target and the canary weight is the share its ready pods take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct ShareTraffic {
-    /// The rollback's target.
-    pub(super) to: i64,
     /// What the canary Service selects: the target, or (while another revision still has
     /// canary weight, which goes to 0 first) what it selects now.
     pub(super) canary: Option<i64>,

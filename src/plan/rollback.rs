@@ -212,12 +212,11 @@ impl Planner<'_> {
         let canary = self.obs.canary_service.map(|s| s.revision);
         Some(if canary == Some(to) || w.canary == 0 {
             ShareTraffic {
-                to,
                 canary: Some(to),
                 weight: share,
             }
         } else {
-            ShareTraffic { to, canary, weight: 0 }
+            ShareTraffic { canary, weight: 0 }
         })
     }
 
