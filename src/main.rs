@@ -23,6 +23,13 @@ enum Command {
         /// Watch only this namespace (default: all namespaces).
         #[arg(long, env = "ROLLGUARD_NAMESPACE")]
         namespace: Option<String>,
+        /// Reconcile only the ModelDeployments that this label selector selects (such as
+        /// `fleet=a` or `tier in (gold,silver)`), so that several operators can split a fleet.
+        #[arg(long, env = "ROLLGUARD_SELECTOR")]
+        selector: Option<String>,
+        /// How many ModelDeployments are reconciled at the same time (0: no limit).
+        #[arg(long, default_value_t = 0, env = "ROLLGUARD_CONCURRENCY")]
+        concurrency: u16,
         /// Seconds between resyncs of every ModelDeployment without any event.
         #[arg(long, default_value_t = 300, env = "ROLLGUARD_RESYNC_SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
         resync_seconds: u64,
@@ -67,6 +74,8 @@ fn main() -> ExitCode {
         },
         Command::Run {
             namespace,
+            selector,
+            concurrency,
             resync_seconds,
             log_format,
             metrics_address,
@@ -100,6 +109,8 @@ fn main() -> ExitCode {
                 resync: std::time::Duration::from_secs(resync_seconds),
                 metrics_address,
                 leader_election,
+                selector,
+                concurrency,
             }))
         }
     }

@@ -74,12 +74,35 @@ fn the_chart_lints_and_grants_the_rules_of_deploy() {
     assert!(args.contains(&"--leader-elect"), "{args:?}");
     assert!(args.contains(&"--metrics-address=0.0.0.0:8080"), "{args:?}");
 
-    let one_ns = parse_yaml_documents(&render("x", &["--set", "watchNamespace=llm", "--set", "replicas=1"]))
-        .expect("rendered YAML");
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.starts_with("--selector") || a.starts_with("--concurrency")),
+        "{args:?}"
+    );
+
+    let one_ns = parse_yaml_documents(&render(
+        "x",
+        &[
+            "--set",
+            "watchNamespace=llm",
+            "--set",
+            "replicas=1",
+            "--set-string",
+            "selector=fleet in (a)",
+            "--set",
+            "concurrency=8",
+        ],
+    ))
+    .expect("rendered YAML");
     let d = kind(&one_ns, "Deployment");
     assert_eq!(d["spec"]["replicas"], 1);
     let args = d["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
     assert!(args.contains("--namespace=llm"), "{args}");
+    assert!(
+        args.contains("--selector=fleet in (a)") && args.contains("--concurrency=8"),
+        "{args}"
+    );
 }
 
 #[test]

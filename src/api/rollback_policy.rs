@@ -325,8 +325,10 @@ pub struct RollbackPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// The ModelDeployments (same namespace) that reference this policy.
+    /// The ModelDeployments (same namespace) that reference this policy. A set: operators
+    /// that split a fleet (`--selector`) each apply the names of their shard.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub model_deployments: Vec<String>,
 
     /// Valid: whether every trigger's query can be built, with the reason when not; Ready

@@ -9,10 +9,6 @@ pub enum Error {
     #[error("object has no {0}")]
     MissingObjectKey(&'static str),
 
-    /// Listing the ModelDeployments of a namespace failed.
-    #[error("failed to list ModelDeployments for RollbackPolicy {0}")]
-    ListModelDeployments(String, #[source] kube::Error),
-
     /// Writing the status of a RollbackPolicy failed.
     #[error("failed to patch status of RollbackPolicy {0}")]
     PatchPolicyStatus(String, #[source] kube::Error),
@@ -78,7 +74,6 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::MissingObjectKey(_) => "MissingObjectKey",
-            Error::ListModelDeployments(..) => "ListModelDeploymentsFailed",
             Error::PatchPolicyStatus(..) => "PatchRollbackPolicyStatusFailed",
             Error::CreateRevision(..) => "CreateRevisionFailed",
             Error::RevisionConflict(..) => "RevisionConflict",

@@ -38,6 +38,11 @@ pub struct Config {
     pub metrics_address: Option<std::net::SocketAddr>,
     /// Leader election among replicas (None: this process reconciles at once).
     pub leader_election: Option<LeaderElection>,
+    /// Reconcile only the ModelDeployments that this label selector selects (None: all), so
+    /// that several operators can split a fleet.
+    pub selector: Option<String>,
+    /// How many ModelDeployments are reconciled at the same time (0: no limit).
+    pub concurrency: u16,
 }
 
 /// Leader election through a coordination.k8s.io Lease: only its holder reconciles.
@@ -65,6 +70,15 @@ pub enum RunError {
     /// A cache's watch stopped before it listed its objects.
     #[error("the caches stopped before they were filled")]
     CachesStopped,
+    /// The API server rejects the `--selector` value.
+    #[error("--selector {selector:?} is not a label selector the API server accepts: {source}")]
+    Selector {
+        /// The value given.
+        selector: String,
+        /// The API server's answer.
+        #[source]
+        source: kube::Error,
+    },
     /// Another replica took the Lease: this one stops, to be restarted as a follower.
     #[error("lost the leadership Lease {0}; stopping so that only the leader reconciles")]
     LostLeadership(String),
@@ -135,6 +149,8 @@ impl Default for Config {
             resync: Duration::from_secs(300),
             metrics_address: None,
             leader_election: None,
+            selector: None,
+            concurrency: 0,
         }
     }
 }
@@ -170,6 +186,9 @@ pub struct Context {
     pub written: cache::Written,
     /// The InferencePools rollguard owns (watched once a ModelDeployment routes to them).
     pub pools: cache::Pools,
+    /// The label selector of the ModelDeployments this operator reconciles, when it runs
+    /// one shard of a fleet.
+    pub shard: Option<String>,
 }
 
 impl Context {
@@ -198,6 +217,7 @@ impl Context {
             stores,
             written: cache::Written::default(),
             pools,
+            shard: None,
         }
     }
 
@@ -339,7 +359,21 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
         namespace = config.namespace.as_deref().unwrap_or("<all>"),
         "rollguard operator starting"
     );
-    let models = Controller::new(api.clone(), watcher::Config::default());
+    let selected = || match &config.selector {
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
+    };
+    if let Some(selector) = &config.selector {
+        // A selector the API server cannot parse would leave the watch retrying for ever.
+        api.list_metadata(&kube::api::ListParams::default().labels(selector).limit(1))
+            .await
+            .map_err(|source| RunError::Selector {
+                selector: selector.clone(),
+                source,
+            })?;
+    }
+    let models = Controller::new(api.clone(), selected())
+        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
     // Label-selected watches of what rollguard owns, and of the policies, fill the caches
     // that observe reads; their changes trigger reconciles through shared subscriptions.
     let (stores, triggers, watches) = cache::start(
@@ -352,14 +386,16 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
     let _watches = AbortOnDrop(watches);
     // Trigger evaluations publish off the reconcile path and wake the reconcile through this.
     let (wake, woken) = futures::channel::mpsc::unbounded();
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         config.resync,
         metrics.clone(),
         wake,
         stores.clone(),
         cache::Pools::new(scoped(&client, &config.namespace)),
-    ));
+    );
+    ctx.shard = config.selector.clone();
+    let ctx = Arc::new(ctx);
     // Planning from a cache that has not listed its objects yet would recreate what exists.
     tokio::select! {
         ready = stores.wait_until_ready() => {
@@ -389,6 +425,10 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                // A child of a ModelDeployment that is gone, or that another shard reconciles.
+                Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                    tracing::debug!(object = %obj, "not reconciled: not in this operator's store")
+                }
                 Err(err) => tracing::warn!(error = %error::chain(&err), "reconcile failed"),
             }
         });
@@ -397,7 +437,7 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
     let policies = Controller::new(policies, watcher::Config::default());
     let policy_store = policies.store();
     let policies = policies
-        .watches(api, watcher::Config::default(), |md| {
+        .watches(api, selected(), |md| {
             let namespace = md.namespace().unwrap_or_default();
             policy_name(&md).map(|name| ObjectRef::<RollbackPolicy>::new(name).within(&namespace))
         })
