@@ -1,7 +1,7 @@
 # rollguard: the README's two commands are `make demo` and `make test`.
 SHELL := /usr/bin/env bash
 
-.PHONY: demo test bench chaos build image install-plugin plugin-release argocd-cm crds crd-check cluster-up cluster-down control-plane
+.PHONY: demo test bench bench-scale bench-peer chaos build image install-plugin plugin-release argocd-cm crds crd-check cluster-up cluster-down control-plane
 
 ## demo: start the local control plane, install the CRDs and examples, run the operator
 demo:
@@ -18,6 +18,16 @@ chaos:
 ## bench: benchmarks against the local control plane; each prints its figures
 bench:
 	bash hack/bench.sh
+
+## bench-scale: the fleet benchmark (N = 250, 500, 1000, 2000 ModelDeployments; set
+## ROLLGUARD_FLEET_SIZES for others): one row of figures per N (not part of make test)
+bench-scale:
+	bash hack/bench-fleet.sh
+
+## bench-peer: the same fleet work done by rollguard and by Argo Rollouts v1.10.2 (built from
+## its Go module, cached), printed side by side (not part of make test)
+bench-peer:
+	bash hack/bench-fleet.sh --peer
 
 build:
 	cargo build
