@@ -19,7 +19,7 @@ use futures::channel::mpsc::UnboundedSender;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{ModelDeployment, RollbackPolicy};
@@ -323,6 +323,47 @@ fn policy_name(md: &ModelDeployment) -> Option<&str> {
     md.spec.rollback_policy_ref.as_ref().map(|r| r.name.as_str())
 }
 
+/// The policies whose list of users may have changed, from a watch of ModelDeployments: a
+/// ModelDeployment that appears, is deleted, or moves to another policy (the old one and the
+/// new one). Status writes and every other change are left out: in a fleet they come by the
+/// hundred a second, and each would make every shared policy look through all its users.
+fn policy_changes<S>(events: S) -> impl futures::Stream<Item = ObjectRef<RollbackPolicy>> + Send
+where
+    S: futures::Stream<Item = Result<watcher::Event<ModelDeployment>, watcher::Error>> + Send,
+{
+    let mut seen: HashMap<(String, String), Option<String>> = HashMap::new();
+    events.flat_map(move |event| {
+        let mut changed = Vec::new();
+        let mut policy = |namespace: &str, name: Option<String>| {
+            if let Some(name) = name {
+                changed.push(ObjectRef::<RollbackPolicy>::new(&name).within(namespace));
+            }
+        };
+        match event {
+            Ok(watcher::Event::Apply(md) | watcher::Event::InitApply(md)) => {
+                let namespace = md.namespace().unwrap_or_default();
+                let now = policy_name(&md).map(str::to_string);
+                match seen.insert((namespace.clone(), md.name_any()), now.clone()) {
+                    Some(before) if before == now => {}
+                    Some(before) => {
+                        policy(&namespace, before);
+                        policy(&namespace, now);
+                    }
+                    None => policy(&namespace, now),
+                }
+            }
+            Ok(watcher::Event::Delete(md)) => {
+                let namespace = md.namespace().unwrap_or_default();
+                let before = seen.remove(&(namespace.clone(), md.name_any())).flatten();
+                policy(&namespace, before.or_else(|| policy_name(&md).map(str::to_string)));
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
+            Err(err) => tracing::warn!(error = %err, "watching ModelDeployments for their policies failed; retrying"),
+        }
+        futures::stream::iter(changed)
+    })
+}
+
 /// Runs the operator until SIGTERM or SIGINT, then returns after in-flight reconciles end.
 /// With leader election it first waits to hold the Lease, and stops if it loses it.
 /// `metrics` are served on `config.metrics_address` (the client may count its requests there).
@@ -437,10 +478,7 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
     let policies = Controller::new(policies, watcher::Config::default());
     let policy_store = policies.store();
     let policies = policies
-        .watches(api, selected(), |md| {
-            let namespace = md.namespace().unwrap_or_default();
-            policy_name(&md).map(|name| ObjectRef::<RollbackPolicy>::new(name).within(&namespace))
-        })
+        .reconcile_on(policy_changes(watcher(api, selected()).default_backoff()))
         .graceful_shutdown_on(shutdown.clone().requested())
         .run(rollback_policy::reconcile, rollback_policy::error_policy, ctx)
         .for_each(|result| async move {
@@ -492,4 +530,41 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
     }
     tracing::info!("rollguard operator stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod policy_change_tests {
+    use super::*;
+
+    fn md(name: &str, policy: Option<&str>, phase_note: &str) -> ModelDeployment {
+        let extra = match policy {
+            Some(p) => serde_json::json!({"rollbackPolicyRef": {"name": p}}),
+            None => serde_json::json!({}),
+        };
+        let mut md = ModelDeployment::example(name, "v1", 1, extra).expect("example");
+        md.metadata.namespace = Some("ns".into());
+        md.metadata.resource_version = Some(phase_note.into());
+        md
+    }
+
+    #[tokio::test]
+    async fn only_new_moved_and_deleted_users_wake_their_policies() {
+        let events = vec![
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(md("a", Some("p"), "1"))),
+            Ok(watcher::Event::InitDone),
+            // A status write: same policy, nothing to do.
+            Ok(watcher::Event::Apply(md("a", Some("p"), "2"))),
+            Ok(watcher::Event::Apply(md("b", None, "3"))),
+            // a moves from p to q: both.
+            Ok(watcher::Event::Apply(md("a", Some("q"), "4"))),
+            Ok(watcher::Event::Apply(md("b", Some("p"), "5"))),
+            Ok(watcher::Event::Delete(md("b", Some("p"), "6"))),
+        ];
+        let refs: Vec<String> = policy_changes(futures::stream::iter(events))
+            .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+            .collect()
+            .await;
+        assert_eq!(refs, ["ns/p", "ns/p", "ns/q", "ns/p", "ns/p"]);
+    }
 }

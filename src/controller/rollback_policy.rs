@@ -119,7 +119,7 @@ pub async fn reconcile(policy: Arc<RollbackPolicy>, ctx: Arc<Context>) -> Result
     let manager = status_manager(ctx.shard.as_deref());
     let owned = ctx.shard.is_some().then(|| applied_names(&policy, &manager));
     let write = needs_write(policy.status.as_ref(), &status, owned.as_ref());
-    tracing::debug!(%namespace, %name, users = ?status.model_deployments, write, "policy reconciled");
+    tracing::debug!(%namespace, %name, users = status.model_deployments.len(), write, "policy reconciled");
     if write {
         let patch = serde_json::json!({
             "apiVersion": "rollguard.dev/v1alpha1",
