@@ -85,6 +85,17 @@ pub async fn apply(
         }
     }
 
+    // Taking weight off the canary while the stable Service keeps what it selects (an abort,
+    // a rollback to the stable revision, a gradual rollback's step) goes first: the stable
+    // side serves already, and every write before it would delay the rollback.
+    let route_first = takes_weight_off_canary(plan, observed, route.as_ref());
+    let route = if route_first {
+        writes += apply_route(ctx, md, owner, plan, route).await?;
+        None
+    } else {
+        route
+    };
+
     let snapshot_of = |rev: i64| -> Option<&Snapshot> {
         match &plan.new_revision {
             Some((n, s)) if *n == rev => Some(s),
@@ -160,34 +171,8 @@ pub async fn apply(
         writes += apply_pools(ctx, owner, plan, pools, routing).await?;
     }
 
-    // Weights go onto the traffic-split object after the Services (and InferencePools): at the end of a canary
-    // the stable Service already selects the new revision when weights return to stable.
-    // While the canary has weight the ModelDeployment holds the traffic finalizer (added
-    // before the weight, removed after it is back to 0), so a deletion resets the route.
-    // A route that could not be read keeps the finalizer as it is.
-    let hold = md.spec.traffic_routing.is_some()
-        && match (plan.route_weight, route.as_ref().map(|r| r.weights.canary)) {
-            (Some(w), _) if w > 0 => true,
-            (planned, Some(now)) => planned.unwrap_or(now) > 0,
-            (_, None) => super::finalizer::held(md),
-        };
-    if hold && !super::finalizer::held(md) {
-        super::finalizer::set(ctx, owner, true).await?;
-        writes += 1;
-    }
-    if let (Some(weight), Some(routing), Some(route)) = (plan.route_weight, md.spec.traffic_routing.as_ref(), route) {
-        let router = observe::router_for(client, owner, routing);
-        if let Some(router) = router.filter(|_| route.weights.canary != weight) {
-            router
-                .write(route, weight)
-                .await
-                .map_err(|e| Error::Route(format!("{}/{}", ns, owner.name), e))?;
-            writes += 1;
-        }
-    }
-    if !hold && super::finalizer::held(md) {
-        super::finalizer::set(ctx, owner, false).await?;
-        writes += 1;
+    if !route_first {
+        writes += apply_route(ctx, md, owner, plan, route).await?;
     }
 
     let crs: Api<ControllerRevision> = Api::namespaced(client.clone(), ns);
@@ -251,6 +236,54 @@ pub async fn apply(
         publish(recorder, &reference, &ev).await;
     }
     Ok(Writes(writes))
+}
+
+/// Whether the plan only lowers the canary's weight on the route, while the stable Service
+/// keeps its target: such a write needs nothing written before it.
+fn takes_weight_off_canary(plan: &Plan, observed: &Observed, route: Option<&crate::traffic::Route>) -> bool {
+    let (Some(weight), Some(route)) = (plan.route_weight, route) else {
+        return false;
+    };
+    weight < route.weights.canary && plan.stable_service.is_none_or(|s| Some(s) == observed.stable_service)
+}
+
+/// Writes the plan's weight onto the traffic-split object, holding the traffic finalizer
+/// while the canary has weight: added before a weight above 0, removed after the weight is
+/// back to 0 (so a deletion resets the route). A route that could not be read keeps the
+/// finalizer as it is. Returns the number of writes.
+async fn apply_route(
+    ctx: &Context,
+    md: &ModelDeployment,
+    owner: &Owner,
+    plan: &Plan,
+    route: Option<crate::traffic::Route>,
+) -> Result<u32, Error> {
+    let mut writes = 0;
+    let hold = md.spec.traffic_routing.is_some()
+        && match (plan.route_weight, route.as_ref().map(|r| r.weights.canary)) {
+            (Some(w), _) if w > 0 => true,
+            (planned, Some(now)) => planned.unwrap_or(now) > 0,
+            (_, None) => super::finalizer::held(md),
+        };
+    if hold && !super::finalizer::held(md) {
+        super::finalizer::set(ctx, owner, true).await?;
+        writes += 1;
+    }
+    if let (Some(weight), Some(routing), Some(route)) = (plan.route_weight, md.spec.traffic_routing.as_ref(), route) {
+        let router = observe::router_for(&ctx.client, owner, routing);
+        if let Some(router) = router.filter(|_| route.weights.canary != weight) {
+            router
+                .write(route, weight)
+                .await
+                .map_err(|e| Error::Route(format!("{}/{}", owner.namespace, owner.name), e))?;
+            writes += 1;
+        }
+    }
+    if !hold && super::finalizer::held(md) {
+        super::finalizer::set(ctx, owner, false).await?;
+        writes += 1;
+    }
+    Ok(writes)
 }
 
 /// Publishes `ev` about `reference`; a failure is logged, not returned (an Event is never

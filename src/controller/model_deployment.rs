@@ -15,12 +15,16 @@ use crate::plan::{self, RouteObservation};
 /// Reconciles one ModelDeployment, recording its result and duration.
 pub async fn reconcile(cached: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
-    let result = reconcile_inner(cached, &ctx).await;
+    let result = reconcile_inner(cached, &ctx, started).await;
     ctx.metrics.reconciled(result.is_ok(), started.elapsed().as_secs_f64());
     result
 }
 
-async fn reconcile_inner(cached: Arc<ModelDeployment>, ctx: &Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_inner(
+    cached: Arc<ModelDeployment>,
+    ctx: &Arc<Context>,
+    started: std::time::Instant,
+) -> Result<Action, Error> {
     let namespace = cached
         .namespace()
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
@@ -63,6 +67,7 @@ async fn reconcile_inner(cached: Arc<ModelDeployment>, ctx: &Arc<Context>) -> Re
             namespace = %owner.namespace,
             name = %owner.name,
             writes = writes.0,
+            ms = started.elapsed().as_millis() as u64,
             phase = ?plan.status.phase,
             stable = ?plan.status.stable_revision,
             message = plan.status.message.as_deref().unwrap_or(""),
