@@ -47,6 +47,27 @@ async fn health_and_metrics_endpoints_count_reconciles_and_rollbacks() {
     );
     let count = sample(&text, "rollguard_reconcile_duration_seconds_count").unwrap_or(0.0);
     assert!(count >= reconciles, "durations observed:\n{text}");
+
+    // Every request's latency is observed with its count: the lists (made when the caches
+    // start, none since) match one for one, and took some time.
+    let by_verb = |name: &str, verb: &str| -> f64 {
+        samples(&text, name)
+            .into_iter()
+            .filter(|(labels, _)| labels.get("verb").map(String::as_str) == Some(verb))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let lists = by_verb("rollguard_kube_requests_total", "list");
+    assert!(lists >= 1.0, "lists counted:\n{text}");
+    assert_eq!(
+        by_verb("rollguard_kube_request_duration_seconds_count", "list"),
+        lists,
+        "list latencies observed:\n{text}"
+    );
+    assert!(
+        by_verb("rollguard_kube_request_duration_seconds_sum", "list") > 0.0,
+        "list latencies add up to more than 0:\n{text}"
+    );
 }
 
 /// A steady-state reconcile reads only the traffic-split object (everything else comes from

@@ -48,6 +48,11 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// Buckets of the API request histogram: 1 ms to about 16 s.
+fn request_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
 /// The operator's own metrics, served on `/metrics` with `/healthz` and `/readyz`.
 pub struct Metrics {
     registry: Registry,
@@ -56,6 +61,7 @@ pub struct Metrics {
     rollbacks: Family<Labels, Counter>,
     evaluations: Family<Labels, Counter>,
     kube_requests: Family<Labels, Counter>,
+    kube_request_seconds: Family<Labels, Histogram>,
     ready: AtomicBool,
 }
 
@@ -67,6 +73,7 @@ impl Default for Metrics {
         let rollbacks = Family::<Labels, Counter>::default();
         let evaluations = Family::<Labels, Counter>::default();
         let kube_requests = Family::<Labels, Counter>::default();
+        let kube_request_seconds = Family::<Labels, Histogram>::new_with_constructor(request_buckets as fn() -> Histogram);
         registry.register("reconciles", "ModelDeployment reconciles by result", reconciles.clone());
         registry.register(
             "reconcile_duration_seconds",
@@ -84,6 +91,11 @@ impl Default for Metrics {
             "Requests to the Kubernetes API server, by verb, resource and HTTP status code",
             kube_requests.clone(),
         );
+        registry.register(
+            "kube_request_duration_seconds",
+            "Time from sending a request to the Kubernetes API server to its answer's headers, by verb",
+            kube_request_seconds.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -91,6 +103,7 @@ impl Default for Metrics {
             rollbacks,
             evaluations,
             kube_requests,
+            kube_request_seconds,
             ready: AtomicBool::new(false),
         }
     }
@@ -120,8 +133,11 @@ impl Metrics {
             .inc();
     }
 
-    /// Records one request to the API server.
-    pub fn kube_request(&self, verb: &str, resource: &str, code: &str) {
+    /// Records one request to the API server, answered after `seconds`.
+    pub fn kube_request(&self, verb: &str, resource: &str, code: &str, seconds: f64) {
+        self.kube_request_seconds
+            .get_or_create(&vec![("verb", verb.to_string())])
+            .observe(seconds);
         self.kube_requests
             .get_or_create(&vec![
                 ("verb", verb.to_string()),

@@ -112,14 +112,16 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let (verb, resource) = classify(request.method(), request.uri().path(), request.uri().query());
         let metrics = self.metrics.clone();
+        let sent = std::time::Instant::now();
         let answer = self.inner.call(request);
         Box::pin(async move {
             let result = answer.await;
+            let seconds = sent.elapsed().as_secs_f64();
             let code = match &result {
                 Ok(response) => response.status().as_u16().to_string(),
                 Err(_) => "error".to_string(),
             };
-            metrics.kube_request(verb, &resource, &code);
+            metrics.kube_request(verb, &resource, &code, seconds);
             result
         })
     }
