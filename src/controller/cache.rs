@@ -72,11 +72,12 @@ pub fn start(
 ) -> (Stores, Triggers, Vec<tokio::task::JoinHandle<()>>) {
     let owned = || watcher::Config::default().labels(labels::MODEL_DEPLOYMENT);
     let mut tasks = Vec::new();
-    let (deployments, deployment_triggers) = shared(deployments, owned(), &mut tasks);
-    let (services, service_triggers) = shared(services, owned(), &mut tasks);
-    let (policies, policy_triggers) = shared(policies, watcher::Config::default(), &mut tasks);
+    let (deployments, deployment_triggers) = shared(deployments, owned(), slim, &mut tasks);
+    let (services, service_triggers) = shared(services, owned(), slim, &mut tasks);
+    // A policy's users are read from its managedFields (see rollback_policy): kept whole.
+    let (policies, policy_triggers) = shared(policies, watcher::Config::default(), |_| {}, &mut tasks);
     let (revision_store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(revisions, owned()).default_backoff());
+    let stream = reflector::reflector(writer, watcher(revisions, owned()).default_backoff().modify(slim));
     tasks.push(tokio::spawn(drain(stream)));
     (
         Stores {
@@ -95,9 +96,17 @@ pub fn start(
     )
 }
 
+/// Leaves out of a cached object what no reconcile reads: its managedFields, which are
+/// often larger than the rest of a Deployment or a Service (one entry per field manager,
+/// each a tree of every field it set). At fleet scale they are most of what a store holds.
+pub fn slim<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
 fn shared<K>(
     api: Api<K>,
     config: watcher::Config,
+    modify: fn(&mut K),
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> (Store<K>, ReflectHandle<K>)
 where
@@ -108,7 +117,10 @@ where
     let subscriber = writer
         .subscribe()
         .expect("a store made by store_shared has a dispatcher");
-    let stream = watcher(api, config).default_backoff().reflect_shared(writer);
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(modify)
+        .reflect_shared(writer);
     tasks.push(tokio::spawn(drain(stream)));
     (store, subscriber)
 }
@@ -167,7 +179,8 @@ where
     }
 
     /// Remembers `obj` as the API server returned it after a write.
-    pub fn wrote(&self, obj: K) {
+    pub fn wrote(&self, mut obj: K) {
+        slim(&mut obj);
         let key = (obj.namespace().unwrap_or_default(), obj.name_any());
         self.lock()
             .insert(key, (std::time::Instant::now(), Some(Arc::new(obj))));
@@ -381,7 +394,8 @@ impl Pools {
                 }
                 let (store, writer) = reflector::store();
                 let config = watcher::Config::default().labels(labels::MODEL_DEPLOYMENT);
-                let stream = reflector::reflector(writer, watcher(self.api.clone(), config).default_backoff());
+                let stream =
+                    reflector::reflector(writer, watcher(self.api.clone(), config).default_backoff().modify(slim));
                 *started = Some((store.clone(), AbortOnDrop(tokio::spawn(drain(stream)))));
                 store
             }
