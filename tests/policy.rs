@@ -111,7 +111,8 @@ async fn a_missing_policy_is_reported_on_the_model_deployment() {
     let cluster = cluster().await;
     let ns = TestNamespace::create(&cluster.client, "policy-missing").await;
     let apis = Apis::new(&cluster.client, &ns.name);
-    let _op = Operator::start_with(&ns.name, &["--resync-seconds", "2"]);
+    // No resync within the test: only the policy's creation can wake the ModelDeployment.
+    let _op = Operator::start_with(&ns.name, &["--resync-seconds", "3600"]);
     apis.create(&model_deployment(
         "chat",
         "v1",
@@ -129,6 +130,22 @@ async fn a_missing_policy_is_reported_on_the_model_deployment() {
     assert!(message.contains("\"absent\""), "{message}");
     // The model server still rolls out.
     apis.wait_healthy("chat", 1).await;
+
+    // The policy appears: its users look at it at once.
+    let policies: Api<RollbackPolicy> = Api::namespaced(cluster.client.clone(), &ns.name);
+    let policy: RollbackPolicy = serde_json::from_value(json!({
+        "apiVersion": "rollguard.dev/v1alpha1", "kind": "RollbackPolicy", "metadata": {"name": "absent"},
+        "spec": {"triggers": []}
+    }))
+    .expect("policy");
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("creating the policy");
+    apis.wait_md("chat", "PolicyResolved=True once the policy exists", SECS_60, |md| {
+        condition(md, "PolicyResolved").is_some_and(|(s, _, _)| s == "True")
+    })
+    .await;
 }
 
 /// Conditions about a policy and its metrics stop applying when the ModelDeployment no longer

@@ -323,16 +323,19 @@ fn policy_name(md: &ModelDeployment) -> Option<&str> {
     md.spec.rollback_policy_ref.as_ref().map(|r| r.name.as_str())
 }
 
-/// The policies whose list of users may have changed, from a watch of ModelDeployments: a
-/// ModelDeployment that appears, is deleted, or moves to another policy (the old one and the
-/// new one). Status writes and every other change are left out: in a fleet they come by the
-/// hundred a second, and each would make every shared policy look through all its users.
-fn policy_changes<S>(events: S) -> impl futures::Stream<Item = ObjectRef<RollbackPolicy>> + Send
-where
-    S: futures::Stream<Item = Result<watcher::Event<ModelDeployment>, watcher::Error>> + Send,
-{
-    let mut seen: HashMap<(String, String), Option<String>> = HashMap::new();
-    events.flat_map(move |event| {
+/// Which policies' lists of users a ModelDeployment's watch event may change: one that
+/// appears, is deleted, or moves to another policy (the old one and the new one). Status
+/// writes and every other change are left out: in a fleet they come by the hundred a second,
+/// and each would make every shared policy look through all its users.
+#[derive(Default)]
+struct PolicyUsers {
+    /// The policy each ModelDeployment seen uses, by namespace and name.
+    seen: HashMap<(String, String), Option<String>>,
+}
+
+impl PolicyUsers {
+    /// The policies to look at again after `event`.
+    fn changed(&mut self, event: &watcher::Event<ModelDeployment>) -> Vec<ObjectRef<RollbackPolicy>> {
         let mut changed = Vec::new();
         let mut policy = |namespace: &str, name: Option<String>| {
             if let Some(name) = name {
@@ -340,10 +343,10 @@ where
             }
         };
         match event {
-            Ok(watcher::Event::Apply(md) | watcher::Event::InitApply(md)) => {
+            watcher::Event::Apply(md) | watcher::Event::InitApply(md) => {
                 let namespace = md.namespace().unwrap_or_default();
-                let now = policy_name(&md).map(str::to_string);
-                match seen.insert((namespace.clone(), md.name_any()), now.clone()) {
+                let now = policy_name(md).map(str::to_string);
+                match self.seen.insert((namespace.clone(), md.name_any()), now.clone()) {
                     Some(before) if before == now => {}
                     Some(before) => {
                         policy(&namespace, before);
@@ -352,15 +355,29 @@ where
                     None => policy(&namespace, now),
                 }
             }
-            Ok(watcher::Event::Delete(md)) => {
+            watcher::Event::Delete(md) => {
                 let namespace = md.namespace().unwrap_or_default();
-                let before = seen.remove(&(namespace.clone(), md.name_any())).flatten();
-                policy(&namespace, before.or_else(|| policy_name(&md).map(str::to_string)));
+                let before = self.seen.remove(&(namespace.clone(), md.name_any())).flatten();
+                policy(&namespace, before.or_else(|| policy_name(md).map(str::to_string)));
             }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
-            Err(err) => tracing::warn!(error = %err, "watching ModelDeployments for their policies failed; retrying"),
+            watcher::Event::Init | watcher::Event::InitDone => {}
         }
-        futures::stream::iter(changed)
+        changed
+    }
+}
+
+/// The policies whose spec changed (a generation not seen before), from the policy watch:
+/// the ModelDeployments read a policy's spec only, so the policy's own status writes (its
+/// list of users, rewritten as a fleet grows) wake none of them.
+fn new_generations<S>(policies: S) -> impl futures::Stream<Item = Arc<RollbackPolicy>> + Send
+where
+    S: futures::Stream<Item = Arc<RollbackPolicy>> + Send,
+{
+    let mut seen: HashMap<String, Option<i64>> = HashMap::new();
+    policies.filter(move |policy| {
+        let uid = policy.uid().unwrap_or_else(|| policy.name_any());
+        let generation = policy.metadata.generation;
+        futures::future::ready(seen.insert(uid, generation) != Some(generation))
     })
 }
 
@@ -413,8 +430,26 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
                 source,
             })?;
     }
-    let models = Controller::new(api.clone(), selected())
-        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
+    // One watch of the ModelDeployments fills the controller's store and tells the policy
+    // controller which policies gained or lost users.
+    let (model_store, model_writer) = kube::runtime::reflector::store();
+    let (policy_wake, policy_woken) = futures::channel::mpsc::unbounded();
+    let mut users = PolicyUsers::default();
+    let model_events = watcher(api.clone(), selected())
+        .default_backoff()
+        .modify(cache::slim)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                for policy in users.changed(event) {
+                    let _ = policy_wake.unbounded_send(policy);
+                }
+            }
+        });
+    let models = Controller::for_stream(
+        kube::runtime::reflector(model_writer, model_events).applied_objects(),
+        model_store,
+    )
+    .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
     // Label-selected watches of what rollguard owns, and of the policies, fill the caches
     // that observe reads; their changes trigger reconciles through shared subscriptions.
     let (stores, triggers, watches) = cache::start(
@@ -451,7 +486,7 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
     let models = models
         .owns_shared_stream(triggers.deployments)
         .owns_shared_stream(triggers.services)
-        .watches_shared_stream(triggers.policies, move |policy| {
+        .watches_shared_stream(new_generations(triggers.policies), move |policy| {
             let (namespace, name) = (policy.namespace(), policy.name_any());
             model_store
                 .state()
@@ -478,7 +513,7 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
     let policies = Controller::new(policies, watcher::Config::default());
     let policy_store = policies.store();
     let policies = policies
-        .reconcile_on(policy_changes(watcher(api, selected()).default_backoff()))
+        .reconcile_on(policy_woken)
         .graceful_shutdown_on(shutdown.clone().requested())
         .run(rollback_policy::reconcile, rollback_policy::error_policy, ctx)
         .for_each(|result| async move {
@@ -547,24 +582,58 @@ mod policy_change_tests {
         md
     }
 
-    #[tokio::test]
-    async fn only_new_moved_and_deleted_users_wake_their_policies() {
-        let events = vec![
-            Ok(watcher::Event::Init),
-            Ok(watcher::Event::InitApply(md("a", Some("p"), "1"))),
-            Ok(watcher::Event::InitDone),
+    #[test]
+    fn only_new_moved_and_deleted_users_wake_their_policies() {
+        let events = [
+            watcher::Event::Init,
+            watcher::Event::InitApply(md("a", Some("p"), "1")),
+            watcher::Event::InitDone,
             // A status write: same policy, nothing to do.
-            Ok(watcher::Event::Apply(md("a", Some("p"), "2"))),
-            Ok(watcher::Event::Apply(md("b", None, "3"))),
+            watcher::Event::Apply(md("a", Some("p"), "2")),
+            watcher::Event::Apply(md("b", None, "3")),
             // a moves from p to q: both.
-            Ok(watcher::Event::Apply(md("a", Some("q"), "4"))),
-            Ok(watcher::Event::Apply(md("b", Some("p"), "5"))),
-            Ok(watcher::Event::Delete(md("b", Some("p"), "6"))),
+            watcher::Event::Apply(md("a", Some("q"), "4")),
+            watcher::Event::Apply(md("b", Some("p"), "5")),
+            watcher::Event::Delete(md("b", Some("p"), "6")),
         ];
-        let refs: Vec<String> = policy_changes(futures::stream::iter(events))
+        let mut users = PolicyUsers::default();
+        let refs: Vec<String> = events
+            .iter()
+            .flat_map(|event| users.changed(event))
             .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+            .collect();
+        assert_eq!(refs, ["ns/p", "ns/p", "ns/q", "ns/p", "ns/p"]);
+    }
+
+    fn policy(name: &str, uid: &str, generation: i64, users: &[&str]) -> Arc<RollbackPolicy> {
+        let mut p: RollbackPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "rollguard.dev/v1alpha1", "kind": "RollbackPolicy",
+            "metadata": {"name": name, "namespace": "ns", "uid": uid, "generation": generation},
+            "spec": {"triggers": []},
+            "status": {"modelDeployments": users},
+        }))
+        .expect("policy");
+        p.metadata.resource_version = Some(format!("{generation}-{}", users.len()));
+        Arc::new(p)
+    }
+
+    #[tokio::test]
+    async fn only_a_policys_new_spec_wakes_its_users() {
+        let events = vec![
+            policy("p", "u1", 1, &[]),
+            // Its status lists a user, then two: no new spec.
+            policy("p", "u1", 1, &["a"]),
+            policy("p", "u1", 1, &["a", "b"]),
+            policy("q", "u2", 1, &[]),
+            // The spec changes.
+            policy("p", "u1", 2, &["a", "b"]),
+            // Deleted and made again under the same name: a new object.
+            policy("q", "u3", 1, &[]),
+        ];
+        let woken: Vec<String> = new_generations(futures::stream::iter(events))
+            .map(|p| format!("{}@{}", p.name_any(), p.metadata.generation.unwrap_or(0)))
             .collect()
             .await;
-        assert_eq!(refs, ["ns/p", "ns/p", "ns/q", "ns/p", "ns/p"]);
+        assert_eq!(woken, ["p@1", "q@1", "p@2", "q@1"]);
     }
 }
