@@ -11,9 +11,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 source "$ROOT/hack/cluster-lib.sh"
-use_cluster
-PROMETHEUS_BIN=$(bash "$ROOT/hack/install-prometheus.sh")
-export ROLLGUARD_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" ROLLGUARD_PROMETHEUS="$PROMETHEUS_BIN"
+use_bench_env
 if [[ ${1:-} == --peer ]]; then
   ROLLGUARD_ARGO_ROLLOUTS=$(bash "$ROOT/hack/build-argo-rollouts.sh" | tail -n 1)
   export ROLLGUARD_ARGO_ROLLOUTS

@@ -6,7 +6,5 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 source "$ROOT/hack/cluster-lib.sh"
-use_cluster
-PROMETHEUS_BIN=$(bash "$ROOT/hack/install-prometheus.sh")
-ROLLGUARD_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" ROLLGUARD_PROMETHEUS="$PROMETHEUS_BIN" \
-  cargo bench --bench rollback_latency --bench canary_latency --bench metrics_rollback --bench slow_provider_rollback --bench warm_standby
+use_bench_env
+cargo bench --bench rollback_latency --bench canary_latency --bench metrics_rollback --bench slow_provider_rollback --bench warm_standby

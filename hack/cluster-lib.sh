@@ -13,3 +13,11 @@ use_cluster() {
     bash "$ROOT/hack/cluster-up.sh" || exit 1
   fi
 }
+
+# For the benchmarks: the cluster (as use_cluster) and Prometheus, with the variables that
+# tests/support reads exported.
+use_bench_env() {
+  use_cluster
+  ROLLGUARD_PROMETHEUS=$(bash "$ROOT/hack/install-prometheus.sh")
+  export ROLLGUARD_TEST_KUBECONFIG="$ROOT/.local-cluster/kubeconfig" ROLLGUARD_PROMETHEUS
+}

@@ -73,7 +73,8 @@ impl Default for Metrics {
         let rollbacks = Family::<Labels, Counter>::default();
         let evaluations = Family::<Labels, Counter>::default();
         let kube_requests = Family::<Labels, Counter>::default();
-        let kube_request_seconds = Family::<Labels, Histogram>::new_with_constructor(request_buckets as fn() -> Histogram);
+        let kube_request_seconds =
+            Family::<Labels, Histogram>::new_with_constructor(request_buckets as fn() -> Histogram);
         registry.register("reconciles", "ModelDeployment reconciles by result", reconciles.clone());
         registry.register(
             "reconcile_duration_seconds",
