@@ -179,6 +179,27 @@ impl Controller {
         (total, writes, done)
     }
 
+    /// (seconds, requests) of the API server's answers so far, from rollguard's request
+    /// latency histogram; None for Argo Rollouts, which does not measure them.
+    async fn answer_times(&self, kind: Kind) -> Option<(f64, f64)> {
+        if kind == Kind::Argo {
+            return None;
+        }
+        let text = scrape(&self.metrics).await?;
+        // Watches stay open: only the requests that get an answer count.
+        let sum = |name: &str| {
+            telemetry::samples(&text, name)
+                .iter()
+                .filter(|(labels, _)| labels.get("verb").is_some_and(|v| v != "watch"))
+                .map(|(_, v)| v)
+                .sum::<f64>()
+        };
+        Some((
+            sum("rollguard_kube_request_duration_seconds_sum"),
+            sum("rollguard_kube_request_duration_seconds_count"),
+        ))
+    }
+
     async fn wait_serving(&self) {
         let up = wait_for(Duration::from_secs(60), || async {
             scrape(&self.metrics).await.map(|_| ())
@@ -518,15 +539,19 @@ struct Aborts {
     p50: Duration,
     p99: Duration,
     count: usize,
+    /// The mean time the API server took to answer the controller's requests meanwhile
+    /// (rollguard's own histogram; Argo Rollouts has no such metric).
+    answer_ms: Option<f64>,
 }
 
 impl Aborts {
     /// Of sorted latencies.
-    fn of(sorted: &[Duration]) -> Aborts {
+    fn of(sorted: &[Duration], answer_ms: Option<f64>) -> Aborts {
         Aborts {
             p50: percentile(sorted, 50.0),
             p99: percentile(sorted, 99.0),
             count: sorted.len(),
+            answer_ms,
         }
     }
 }
@@ -588,6 +613,7 @@ async fn run_fleet(kind: Kind, client: &Client, prometheus: &str, n: usize) -> R
         let (client, ns, sample) = (client.clone(), ns.name.clone(), sample.clone());
         tokio::spawn(async move { roll_out(kind, &client, &ns, sample, "v3").await })
     };
+    let answers = controller.answer_times(kind).await;
     let resync_aborts = abort_sample(kind, client, &ns.name, &splits, &sample).await;
     rolled.await.expect("the sample's rollout");
 
@@ -596,7 +622,13 @@ async fn run_fleet(kind: Kind, client: &Client, prometheus: &str, n: usize) -> R
         let (client, ns) = (client.clone(), ns.name.clone());
         tokio::spawn(async move { roll_out(kind, &client, &ns, everyone, "v4").await })
     };
+    let resync_answers = controller.answer_times(kind).await;
     let busy_aborts = abort_sample(kind, client, &ns.name, &splits, &sample).await;
+    let busy_answers = controller.answer_times(kind).await;
+    let mean_ms = |from: Option<(f64, f64)>, to: Option<(f64, f64)>| match (from, to) {
+        (Some((s0, c0)), Some((s1, c1))) if c1 > c0 => Some((s1 - s0) / (c1 - c0) * 1e3),
+        _ => None,
+    };
     rolled.await.expect("the second fleet-wide rollout");
     let peak_mb = controller.peak_mb();
     drop(controller);
@@ -615,8 +647,8 @@ async fn run_fleet(kind: Kind, client: &Client, prometheus: &str, n: usize) -> R
         steady_writes: w1 - w0,
         per_reconcile: if c1 > c0 { (r1 - r0) / (c1 - c0) } else { f64::NAN },
         rollout,
-        resync_abort: Aborts::of(&resync_aborts),
-        busy_abort: Aborts::of(&busy_aborts),
+        resync_abort: Aborts::of(&resync_aborts, mean_ms(answers, resync_answers)),
+        busy_abort: Aborts::of(&busy_aborts, mean_ms(resync_answers, busy_answers)),
     }
 }
 
@@ -739,6 +771,14 @@ fn print_rows(kind: Kind, rows: &[Row]) {
             aborts(&r.resync_abort),
             aborts(&r.busy_abort),
         );
+    }
+    for r in rows {
+        if let (Some(resync), Some(busy)) = (r.resync_abort.answer_ms, r.busy_abort.answer_ms) {
+            println!(
+                "N={}: the API server answered the operator's requests in {resync:.0} ms on average while the sample was aborted during resyncs, {busy:.0} ms during the fleet rollout",
+                r.n
+            );
+        }
     }
     if rows.len() >= 2 {
         let (a, b) = (&rows[0], &rows[rows.len() - 1]);
