@@ -14,9 +14,9 @@ use crate::plan::{Observed, Plan, ServiceTarget};
 use crate::revision::Snapshot;
 use crate::traffic::inference_pool::InferencePool;
 
-/// How many writes an apply made (for the idempotence check and logs).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Writes(pub u32);
+/// The writes an apply made, each as "kind name" (for the idempotence check and logs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Writes(pub Vec<String>);
 
 fn ssa() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
@@ -27,7 +27,8 @@ fn is_status(err: &kube::Error, code: u16) -> bool {
 }
 
 /// Applies the plan. Order: new revision record, Deployments, Services, pruning, status,
-/// annotations; Events last, after the status write succeeded.
+/// annotations; Events last, after the status write succeeded (queued: they go out after
+/// the reconcile, see [`super::events`]).
 /// Every write's answer goes into `written`, so the next reconcile knows when its caches
 /// show it.
 pub async fn apply(
@@ -39,9 +40,9 @@ pub async fn apply(
     plan: &Plan,
 ) -> Result<Writes, Error> {
     let route = read.route;
-    let (client, recorder, written) = (&ctx.client, &ctx.recorder, &ctx.written);
+    let (client, written) = (&ctx.client, &ctx.written);
     let ns = &owner.namespace;
-    let mut writes = 0u32;
+    let mut writes: Vec<String> = Vec::new();
     let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), ns);
     let key = format!("{ns}/{}", owner.name);
 
@@ -55,7 +56,7 @@ pub async fn apply(
             return Err(Error::AnnotationChanged(key, PROMOTE));
         };
         written.models.wrote(claimed);
-        writes += 1;
+        writes.push(format!("annotation {PROMOTE} claimed"));
     }
 
     if let Some((rev, snapshot)) = &plan.new_revision {
@@ -65,7 +66,7 @@ pub async fn apply(
         match crs.create(&PostParams::default(), &cr).await {
             Ok(created) => {
                 written.revisions.wrote(created);
-                writes += 1;
+                writes.push(format!("ControllerRevision {name}"));
             }
             Err(e) if is_status(&e, 409) => {
                 let existing = crs
@@ -90,7 +91,7 @@ pub async fn apply(
     // side serves already, and every write before it would delay the rollback.
     let route_first = takes_weight_off_canary(plan, observed, route.as_ref());
     let route = if route_first {
-        writes += apply_route(ctx, md, owner, plan, route).await?;
+        writes.extend(apply_route(ctx, md, owner, plan, route).await?);
         None
     } else {
         route
@@ -139,7 +140,7 @@ pub async fn apply(
             restored.push(name.clone());
         }
         written.deployments.wrote(applied);
-        writes += 1;
+        writes.push(format!("Deployment {name}"));
     }
 
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
@@ -163,16 +164,16 @@ pub async fn apply(
                 .await
                 .map_err(|e| Error::ApplyService(name.clone(), e))?;
             written.services.wrote(applied);
-            writes += 1;
+            writes.push(format!("Service {name}"));
         }
     }
 
     if let (Some(pools), Some(routing)) = (read.pools.as_ref(), md.gateway_inference_pools()) {
-        writes += apply_pools(ctx, owner, plan, pools, routing).await?;
+        writes.extend(apply_pools(ctx, owner, plan, pools, routing).await?);
     }
 
     if !route_first {
-        writes += apply_route(ctx, md, owner, plan, route).await?;
+        writes.extend(apply_route(ctx, md, owner, plan, route).await?);
     }
 
     let crs: Api<ControllerRevision> = Api::namespaced(client.clone(), ns);
@@ -182,7 +183,7 @@ pub async fn apply(
             match deploys.delete(&name, &DeleteParams::background()).await {
                 Ok(_) => {
                     written.deployments.deleted(ns, &name);
-                    writes += 1;
+                    writes.push(format!("Deployment {name} deleted"));
                 }
                 Err(e) if is_status(&e, 404) => written.deployments.deleted(ns, &name),
                 Err(e) => return Err(Error::Prune(format!("Deployment {name}"), e)),
@@ -192,7 +193,7 @@ pub async fn apply(
             match crs.delete(&name, &DeleteParams::background()).await {
                 Ok(_) => {
                     written.revisions.deleted(ns, &name);
-                    writes += 1;
+                    writes.push(format!("ControllerRevision {name} deleted"));
                 }
                 Err(e) if is_status(&e, 404) => written.revisions.deleted(ns, &name),
                 Err(e) => return Err(Error::Prune(format!("ControllerRevision {name}"), e)),
@@ -211,7 +212,7 @@ pub async fn apply(
             .await
             .map_err(|e| Error::PatchStatus(key.clone(), e))?;
         written.models.wrote(patched);
-        writes += 1;
+        writes.push("status".to_string());
     }
 
     for key_name in plan.consume.iter().filter(|k| **k != PROMOTE) {
@@ -220,7 +221,7 @@ pub async fn apply(
             .map_err(|e| Error::ConsumeAnnotation(key.clone(), key_name, e))?
         {
             written.models.wrote(patched);
-            writes += 1;
+            writes.push(format!("annotation {key_name} removed"));
         }
     }
 
@@ -232,9 +233,8 @@ pub async fn apply(
             "someone else changed the pod template of Deployment {name}; rollguard restored its revision's template"
         ),
     });
-    for ev in plan.events.iter().cloned().chain(restored) {
-        publish(recorder, &reference, &ev).await;
-    }
+    ctx.events
+        .send(reference, plan.events.iter().cloned().chain(restored).collect());
     Ok(Writes(writes))
 }
 
@@ -250,15 +250,15 @@ fn takes_weight_off_canary(plan: &Plan, observed: &Observed, route: Option<&crat
 /// Writes the plan's weight onto the traffic-split object, holding the traffic finalizer
 /// while the canary has weight: added before a weight above 0, removed after the weight is
 /// back to 0 (so a deletion resets the route). A route that could not be read keeps the
-/// finalizer as it is. Returns the number of writes.
+/// finalizer as it is. Returns the writes.
 async fn apply_route(
     ctx: &Context,
     md: &ModelDeployment,
     owner: &Owner,
     plan: &Plan,
     route: Option<crate::traffic::Route>,
-) -> Result<u32, Error> {
-    let mut writes = 0;
+) -> Result<Vec<String>, Error> {
+    let mut writes = Vec::new();
     let hold = md.spec.traffic_routing.is_some()
         && match (plan.route_weight, route.as_ref().map(|r| r.weights.canary)) {
             (Some(w), _) if w > 0 => true,
@@ -267,7 +267,7 @@ async fn apply_route(
         };
     if hold && !super::finalizer::held(md) {
         super::finalizer::set(ctx, owner, true).await?;
-        writes += 1;
+        writes.push("traffic finalizer added".to_string());
     }
     if let (Some(weight), Some(routing), Some(route)) = (plan.route_weight, md.spec.traffic_routing.as_ref(), route) {
         let router = observe::router_for(&ctx.client, owner, routing);
@@ -276,12 +276,12 @@ async fn apply_route(
                 .write(route, weight)
                 .await
                 .map_err(|e| Error::Route(format!("{}/{}", owner.namespace, owner.name), e))?;
-            writes += 1;
+            writes.push(format!("route weight {weight}"));
         }
     }
     if !hold && super::finalizer::held(md) {
         super::finalizer::set(ctx, owner, false).await?;
-        writes += 1;
+        writes.push("traffic finalizer removed".to_string());
     }
     Ok(writes)
 }
@@ -347,7 +347,7 @@ async fn apply_pools(
     plan: &Plan,
     observed: &observe::ObservedPools,
     routing: &InferencePoolRouting,
-) -> Result<u32, Error> {
+) -> Result<Vec<String>, Error> {
     let pools: Api<InferencePool> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let roles = [
         (
@@ -363,7 +363,7 @@ async fn apply_pools(
             &routing.canary_endpoint_picker_ref,
         ),
     ];
-    let mut writes = 0;
+    let mut writes = Vec::new();
     for (name, want, have, picker) in roles {
         let Some(target) = want else {
             continue;
@@ -382,7 +382,7 @@ async fn apply_pools(
             .await
             .map_err(|e| Error::ApplyInferencePool(name.clone(), e))?;
         ctx.pools.written.wrote(applied);
-        writes += 1;
+        writes.push(format!("InferencePool {name}"));
     }
     Ok(writes)
 }

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod cache;
 pub mod error;
 pub mod evaluate;
+pub mod events;
 pub mod finalizer;
 pub mod model_deployment;
 pub mod observe;
@@ -172,6 +173,8 @@ pub struct Context {
     pub client: Client,
     /// Publishes Events.
     pub recorder: Recorder,
+    /// Publishes the Events of reconciles, off their path.
+    pub events: events::Events,
     /// Resync period.
     pub resync: Duration,
     /// When each failing object began to fail, for exponential backoff.
@@ -207,8 +210,10 @@ impl Context {
                 .ok()
                 .or_else(|| std::env::var("HOSTNAME").ok()),
         };
+        let recorder = Recorder::new(client.clone(), reporter);
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: events::Events::start(recorder.clone(), events::LANES),
+            recorder,
             resync,
             client,
             failures: Mutex::new(HashMap::new()),
@@ -472,6 +477,7 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
     );
     ctx.shard = config.selector.clone();
     let ctx = Arc::new(ctx);
+    let publisher = ctx.clone();
     // Planning from a cache that has not listed its objects yet would recreate what exists.
     tokio::select! {
         ready = stores.wait_until_ready() => {
@@ -563,6 +569,8 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
     } else {
         controllers.await;
     }
+    // The last reconciles' Events are still queued.
+    publisher.events.flush(Duration::from_secs(5)).await;
     tracing::info!("rollguard operator stopped");
     Ok(())
 }

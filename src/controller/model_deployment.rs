@@ -62,11 +62,12 @@ async fn reconcile_inner(
         ctx.metrics.rollback_started(&format!("{:?}", r.trigger));
     }
     let writes = apply::apply(ctx, &md, &owner, &observed, read, &plan).await?;
-    if writes.0 > 0 {
+    if !writes.0.is_empty() {
         tracing::info!(
             namespace = %owner.namespace,
             name = %owner.name,
-            writes = writes.0,
+            writes = writes.0.len(),
+            wrote = %writes.0.join(", "),
             ms = started.elapsed().as_millis() as u64,
             phase = ?plan.status.phase,
             stable = ?plan.status.stable_revision,
