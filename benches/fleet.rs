@@ -800,7 +800,7 @@ fn print_side_by_side(ours: &[Row], theirs: &[Row]) {
     );
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     for (a, b) in ours.iter().zip(theirs) {
-        let rows: [(&str, f64, f64); 11] = [
+        let rows: [(&str, f64, f64); 6] = [
             (
                 "Healthy after create (s)",
                 a.healthy.as_secs_f64(),
@@ -811,28 +811,20 @@ fn print_side_by_side(ours: &[Row], theirs: &[Row]) {
             ("steady API requests/s", a.steady_rps, b.steady_rps),
             ("steady writes", a.steady_writes, b.steady_writes),
             ("fleet rollout (s)", a.rollout.as_secs_f64(), b.rollout.as_secs_f64()),
-            (
-                "abort p50, fleet resyncing (ms)",
-                ms(a.resync_abort.p50),
-                ms(b.resync_abort.p50),
-            ),
-            (
-                "abort p99, fleet resyncing (ms)",
-                ms(a.resync_abort.p99),
-                ms(b.resync_abort.p99),
-            ),
-            (
-                "abort p50, fleet rolling out (ms)",
-                ms(a.busy_abort.p50),
-                ms(b.busy_abort.p50),
-            ),
-            (
-                "abort p99, fleet rolling out (ms)",
-                ms(a.busy_abort.p99),
-                ms(b.busy_abort.p99),
-            ),
-            ("aborts timed", a.busy_abort.count as f64, b.busy_abort.count as f64),
         ];
+        let mut rows: Vec<(String, f64, f64)> = rows.into_iter().map(|(w, x, y)| (w.to_string(), x, y)).collect();
+        for (when, ours, theirs) in [
+            ("fleet resyncing", &a.resync_abort, &b.resync_abort),
+            ("fleet rolling out", &a.busy_abort, &b.busy_abort),
+        ] {
+            rows.push((format!("abort p50, {when} (ms)"), ms(ours.p50), ms(theirs.p50)));
+            rows.push((format!("abort p99, {when} (ms)"), ms(ours.p99), ms(theirs.p99)));
+        }
+        rows.push((
+            "aborts timed".into(),
+            a.busy_abort.count as f64,
+            b.busy_abort.count as f64,
+        ));
         for (what, x, y) in rows {
             let ratio = if x > 0.0 { format!("{:.2}", y / x) } else { "n/a".into() };
             println!("{:>6} | {:<34} | {:>14.1} | {:>14.1} | {:>7}", a.n, what, x, y, ratio);
