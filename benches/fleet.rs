@@ -9,7 +9,8 @@
 //!   API requests per second and writes, from the operator's own request counter, and
 //!   requests per reconcile;
 //! - a fleet-wide rollout to a new version (every canary stepping at once through
-//!   25% → 5 s → 50% → 5 s → 100%): the time to every ModelDeployment Healthy on it;
+//!   25% → 5 s → 50% → 5 s → 100%): the time to every ModelDeployment Healthy on it, and
+//!   the writes it took per member (the controller's own request counter, Events included);
 //! - abort latency, twice, of a sample of the fleet (every N/50th member): each member is
 //!   aborted as soon as its TrafficSplit shows canary traffic, timed from the abort's write to
 //!   100% on stable on the TrafficSplit (seen on a watch), p50/p99. First while only the
@@ -474,7 +475,7 @@ async fn abort(kind: Kind, client: &Client, namespace: &str, name: &str) {
 }
 
 /// Aborts each member of `sample` as soon as its TrafficSplit shows canary traffic (a
-/// weight above 0 seen after this call began) and returns, sorted, the times from each
+/// weight above 0 seen after this call began, within `timeout`) and returns, sorted, the times from each
 /// abort's write to 100% on stable on its TrafficSplit.
 async fn abort_sample(
     kind: Kind,
@@ -482,6 +483,7 @@ async fn abort_sample(
     namespace: &str,
     splits: &Tracker,
     sample: &[String],
+    timeout: Duration,
 ) -> Vec<Duration> {
     let began = Instant::now();
     let mut aborts = futures::stream::iter(sample.iter().cloned())
@@ -493,8 +495,8 @@ async fn abort_sample(
                     if w.last().is_some_and(|(at, w)| *w > 0 && *at >= began) {
                         break;
                     }
-                    if began.elapsed() > Duration::from_secs(300) {
-                        panic!("{name} never had canary traffic");
+                    if began.elapsed() > timeout {
+                        panic!("{name} had no canary traffic within {timeout:?}");
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -528,6 +530,8 @@ struct Row {
     steady_writes: f64,
     per_reconcile: f64,
     rollout: Duration,
+    /// Writes per member during the fleet rollout (the controller's own request counter).
+    rollout_writes: f64,
     /// Aborts of the sample while the rest of the fleet resyncs.
     resync_abort: Aborts,
     /// Aborts of the sample while the whole fleet rolls out.
@@ -603,8 +607,10 @@ async fn run_fleet(kind: Kind, client: &Client, prometheus: &str, n: usize) -> R
     let everyone: Vec<String> = (0..n).map(md_name).collect();
     fleet.set_goal(healthy(kind, 2, "v2"));
     let begun = Instant::now();
+    let (_, before, _) = controller.counters(kind).await;
     roll_out(kind, client, &ns.name, everyone.clone(), "v2").await;
     let rollout = fleet.wait_met(n, begun, timeout, "Healthy on v2").await;
+    let (_, after, _) = controller.counters(kind).await;
 
     // Aborts while the rest of the fleet only resyncs: the sample alone rolls out to v3, and
     // each member is aborted as soon as it has canary traffic.
@@ -614,7 +620,7 @@ async fn run_fleet(kind: Kind, client: &Client, prometheus: &str, n: usize) -> R
         tokio::spawn(async move { roll_out(kind, &client, &ns, sample, "v3").await })
     };
     let answers = controller.answer_times(kind).await;
-    let resync_aborts = abort_sample(kind, client, &ns.name, &splits, &sample).await;
+    let resync_aborts = abort_sample(kind, client, &ns.name, &splits, &sample, timeout).await;
     rolled.await.expect("the sample's rollout");
 
     // Aborts while the whole fleet rolls out to v4.
@@ -623,7 +629,7 @@ async fn run_fleet(kind: Kind, client: &Client, prometheus: &str, n: usize) -> R
         tokio::spawn(async move { roll_out(kind, &client, &ns, everyone, "v4").await })
     };
     let resync_answers = controller.answer_times(kind).await;
-    let busy_aborts = abort_sample(kind, client, &ns.name, &splits, &sample).await;
+    let busy_aborts = abort_sample(kind, client, &ns.name, &splits, &sample, timeout).await;
     let busy_answers = controller.answer_times(kind).await;
     let mean_ms = |from: Option<(f64, f64)>, to: Option<(f64, f64)>| match (from, to) {
         (Some((s0, c0)), Some((s1, c1))) if c1 > c0 => Some((s1 - s0) / (c1 - c0) * 1e3),
@@ -647,6 +653,7 @@ async fn run_fleet(kind: Kind, client: &Client, prometheus: &str, n: usize) -> R
         steady_writes: w1 - w0,
         per_reconcile: if c1 > c0 { (r1 - r0) / (c1 - c0) } else { f64::NAN },
         rollout,
+        rollout_writes: (after - before) / n as f64,
         resync_abort: Aborts::of(&resync_aborts, mean_ms(answers, resync_answers)),
         busy_abort: Aborts::of(&busy_aborts, mean_ms(resync_answers, busy_answers)),
     }
@@ -739,7 +746,7 @@ fn print_rows(kind: Kind, rows: &[Row]) {
         kind.name()
     );
     println!(
-        "{:>6} | {:>10} | {:>9} | {:>11} | {:>8} | {:>6} | {:>8} | {:>10} | {:>26} | {:>26}",
+        "{:>6} | {:>10} | {:>9} | {:>11} | {:>8} | {:>6} | {:>8} | {:>10} | {:>8} | {:>26} | {:>26}",
         "N",
         "Healthy",
         "RSS peak",
@@ -748,6 +755,7 @@ fn print_rows(kind: Kind, rows: &[Row]) {
         "writes",
         "req/rec",
         "rollout",
+        "wr/memb",
         "abort p50/p99, resyncing",
         "abort p50/p99, rolling out"
     );
@@ -759,7 +767,7 @@ fn print_rows(kind: Kind, rows: &[Row]) {
             format!("{:.2}", r.per_reconcile)
         };
         println!(
-            "{:>6} | {:>8.1} s | {:>6.1} MB | {:>8.1} MB | {:>8.1} | {:>6} | {:>8} | {:>8.1} s | {:>26} | {:>26}",
+            "{:>6} | {:>8.1} s | {:>6.1} MB | {:>8.1} MB | {:>8.1} | {:>6} | {:>8} | {:>8.1} s | {:>8.1} | {:>26} | {:>26}",
             r.n,
             r.healthy.as_secs_f64(),
             r.peak_mb,
@@ -768,6 +776,7 @@ fn print_rows(kind: Kind, rows: &[Row]) {
             r.steady_writes,
             per_reconcile,
             r.rollout.as_secs_f64(),
+            r.rollout_writes,
             aborts(&r.resync_abort),
             aborts(&r.busy_abort),
         );
@@ -800,7 +809,7 @@ fn print_side_by_side(ours: &[Row], theirs: &[Row]) {
     );
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     for (a, b) in ours.iter().zip(theirs) {
-        let rows: [(&str, f64, f64); 6] = [
+        let rows: [(&str, f64, f64); 7] = [
             (
                 "Healthy after create (s)",
                 a.healthy.as_secs_f64(),
@@ -811,6 +820,7 @@ fn print_side_by_side(ours: &[Row], theirs: &[Row]) {
             ("steady API requests/s", a.steady_rps, b.steady_rps),
             ("steady writes", a.steady_writes, b.steady_writes),
             ("fleet rollout (s)", a.rollout.as_secs_f64(), b.rollout.as_secs_f64()),
+            ("writes per member in the rollout", a.rollout_writes, b.rollout_writes),
         ];
         let mut rows: Vec<(String, f64, f64)> = rows.into_iter().map(|(w, x, y)| (w.to_string(), x, y)).collect();
         for (when, ours, theirs) in [

@@ -220,7 +220,7 @@ async fn a_weight_write_keeps_an_edit_made_after_the_route_was_read() {
         .await
         .expect("their edit");
 
-    let written = router.write(read, 30).await.expect("writing weights");
+    let written = router.write(read, 30).await.expect("writing weights").weights;
     assert_eq!(written, Weights { stable: 70, canary: 30 });
     let now = serde_json::to_value(api.get("chat").await.expect("route")).expect("json");
     assert_eq!(

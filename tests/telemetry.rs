@@ -70,8 +70,9 @@ async fn health_and_metrics_endpoints_count_reconciles_and_rollbacks() {
     );
 }
 
-/// A steady-state reconcile reads only the traffic-split object (everything else comes from
-/// the caches) and writes nothing; a canary step reads nothing the caches hold.
+/// A steady-state reconcile reads nothing from the API server (the traffic-split object
+/// comes from the watch of its kind, everything else from the caches) and writes nothing; a
+/// canary step reads nothing the caches hold.
 #[tokio::test]
 async fn a_steady_state_reconcile_makes_at_most_one_request_and_no_write() {
     steady_state_requests(BackendKind::Service, "requests").await;
@@ -138,6 +139,11 @@ async fn steady_state_requests(backend: BackendKind, prefix: &str) {
         "a canary step read what the caches hold:\n{}",
         after.0
     );
+    assert_eq!(
+        step_route_reads, 0.0,
+        "a canary step read the route from the API server, not from its watch:\n{}",
+        after.0
+    );
 
     // To the end, then a steady state: Healthy, resync every second.
     apis.annotate("chat", "rollguard.dev/promote", "true").await;
@@ -181,4 +187,11 @@ async fn steady_state_requests(backend: BackendKind, prefix: &str) {
         end.0
     );
     assert_eq!(written, 0.0, "steady-state writes:\n{}", end.0);
+    let route_reads = |s: &Scrape| s.requests(|v, r| v == "get" && r == "httproutes");
+    assert_eq!(
+        route_reads(&end) - route_reads(&start),
+        0.0,
+        "steady-state reconciles read the route from the API server, not from its watch:\n{}",
+        end.0
+    );
 }

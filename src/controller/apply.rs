@@ -9,7 +9,7 @@ use kube::runtime::events::{Event, EventType};
 use super::resources::{self, Owner, canary_service_name, stable_service_name};
 use super::{Context, Error, FIELD_MANAGER, observe};
 use crate::api::annotations::PROMOTE;
-use crate::api::{InferencePoolRouting, ModelDeployment};
+use crate::api::{InferencePoolRouting, ModelDeployment, ModelDeploymentStatus};
 use crate::plan::{Observed, Plan, ServiceTarget};
 use crate::revision::Snapshot;
 use crate::traffic::inference_pool::InferencePool;
@@ -212,7 +212,10 @@ pub async fn apply(
             .await
             .map_err(|e| Error::PatchStatus(key.clone(), e))?;
         written.models.wrote(patched);
-        writes.push("status".to_string());
+        writes.push(format!(
+            "status ({})",
+            changed_fields(md.status.as_ref(), &plan.status).join(" ")
+        ));
     }
 
     for key_name in plan.consume.iter().filter(|k| **k != PROMOTE) {
@@ -236,6 +239,24 @@ pub async fn apply(
     ctx.events
         .send(reference, plan.events.iter().cloned().chain(restored).collect());
     Ok(Writes(writes))
+}
+
+/// The top-level status fields that differ between `before` and `after`, as serialized
+/// (for the log: what made a status write).
+fn changed_fields(before: Option<&ModelDeploymentStatus>, after: &ModelDeploymentStatus) -> Vec<String> {
+    let fields = |s: Option<&ModelDeploymentStatus>| match s.map(serde_json::to_value) {
+        Some(Ok(serde_json::Value::Object(m))) => m,
+        _ => serde_json::Map::new(),
+    };
+    let (before, after) = (fields(before), fields(Some(after)));
+    let mut changed: Vec<String> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .chain(before.keys().filter(|k| !after.contains_key(*k)).cloned())
+        .collect();
+    changed.sort();
+    changed
 }
 
 /// Whether the plan only lowers the canary's weight on the route, while the stable Service
@@ -272,10 +293,13 @@ async fn apply_route(
     if let (Some(weight), Some(routing), Some(route)) = (plan.route_weight, md.spec.traffic_routing.as_ref(), route) {
         let router = observe::router_for(&ctx.client, owner, routing);
         if let Some(router) = router.filter(|_| route.weights.canary != weight) {
-            router
+            let written = router
                 .write(route, weight)
                 .await
                 .map_err(|e| Error::Route(format!("{}/{}", owner.namespace, owner.name), e))?;
+            if let Ok(object) = serde_json::from_value(written.object().clone()) {
+                ctx.routes.wrote(&router.resource(), object);
+            }
             writes.push(format!("route weight {weight}"));
         }
     }

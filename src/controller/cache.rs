@@ -6,7 +6,8 @@
 //! a request twice, start a canary step's clock again). So the object the API server returns
 //! from every write is kept in [`Written`] and read instead of the store's copy until the
 //! store shows that write (its resourceVersion) or a newer one. No reconcile reads the API
-//! server for what the caches hold; only the traffic-split object is read there.
+//! server for what the caches hold; the traffic-split objects have caches of their own
+//! ([`super::routes`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -126,7 +127,7 @@ where
 }
 
 /// Polls a watch for ever; its store and subscribers see every event.
-async fn drain<S, T>(stream: S)
+pub(super) async fn drain<S, T>(stream: S)
 where
     S: Stream<Item = Result<T, watcher::Error>> + Send,
 {
@@ -170,7 +171,7 @@ impl<K> Default for Pending<K> {
 
 impl<K> Pending<K>
 where
-    K: Resource<DynamicType = ()> + Clone + 'static,
+    K: Resource + Clone + 'static,
 {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Write<K>>> {
         let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
@@ -217,6 +218,16 @@ where
         }
     }
 
+    /// Forgets the writes of `namespace` whose names `matches` selects.
+    pub fn forget(&self, namespace: &str, matches: impl Fn(&str) -> bool) {
+        self.lock().retain(|(ns, name), _| !(ns == namespace && matches(name)));
+    }
+}
+
+impl<K> Pending<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
     /// The objects of `namespace` that `keep` selects: the store's, updated with this
     /// operator's writes that it does not show yet.
     pub fn view(&self, store: &Store<K>, namespace: &str, keep: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
@@ -244,11 +255,6 @@ where
             }
         }
         objects.into_values().collect()
-    }
-
-    /// Forgets the writes of `namespace` whose names `matches` selects.
-    pub fn forget(&self, namespace: &str, matches: impl Fn(&str) -> bool) {
-        self.lock().retain(|(ns, name), _| !(ns == namespace && matches(name)));
     }
 }
 
@@ -352,7 +358,7 @@ pub struct Pools {
 }
 
 /// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

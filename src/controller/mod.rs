@@ -11,6 +11,7 @@ pub mod observe;
 pub mod policy_triggers;
 pub mod resources;
 pub mod rollback_policy;
+pub mod routes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -190,6 +191,8 @@ pub struct Context {
     pub written: cache::Written,
     /// The InferencePools rollguard owns (watched once a ModelDeployment routes to them).
     pub pools: cache::Pools,
+    /// The traffic-split objects (each kind watched once one of them was read).
+    pub routes: routes::Routes,
     /// The label selector of the ModelDeployments this operator reconciles, when it runs
     /// one shard of a fleet.
     pub shard: Option<String>,
@@ -204,6 +207,7 @@ impl Context {
         wake: UnboundedSender<ObjectRef<ModelDeployment>>,
         stores: cache::Stores,
         pools: cache::Pools,
+        routes: routes::Routes,
     ) -> Self {
         let reporter = Reporter {
             controller: "rollguard".into(),
@@ -223,6 +227,7 @@ impl Context {
             stores,
             written: cache::Written::default(),
             pools,
+            routes,
             shard: None,
         }
     }
@@ -413,6 +418,7 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
         wake,
         stores.clone(),
         cache::Pools::new(scoped(&client, &config.namespace)),
+        routes::Routes::new(client.clone(), config.namespace.clone()),
     );
     ctx.shard = config.selector.clone();
     let ctx = Arc::new(ctx);

@@ -45,7 +45,8 @@ pub struct ObservedPools {
 
 /// Reads the ControllerRevisions, Deployments and Services of one ModelDeployment from the
 /// caches, its RollbackPolicy from the cache, its InferencePools (when it routes to them)
-/// from theirs, and its traffic-split object from the API server.
+/// from theirs, and its traffic-split object from the watch of its kind (or the API server,
+/// see [`super::routes`]).
 pub async fn observe(ctx: &Context, owner: &Owner, md: &ModelDeployment) -> (Observed, Read) {
     let (client, stores, written) = (&ctx.client, &ctx.stores, &ctx.written);
     let routing = md.spec.traffic_routing.as_ref();
@@ -123,7 +124,7 @@ pub async fn observe(ctx: &Context, owner: &Owner, md: &ModelDeployment) -> (Obs
     }
     let (route, route_object) = match (pool_fault, routing.and_then(|r| router_for(client, owner, r))) {
         (Some(f), _) => (Some(f), None),
-        (None, Some(router)) => match router.read().await {
+        (None, Some(router)) => match read_route(ctx, &router).await {
             Ok(r) => (Some(RouteObservation::Weights(r.weights)), Some(r)),
             Err(e) => (Some(fault(e)), None),
         },
@@ -171,6 +172,22 @@ fn template_drifted(written: &Written, name: &str, rev: i64, snapshot: &Snapshot
     let observed = serde_json::to_value(&d.spec.template).unwrap_or_default();
     let differences = resources::differences(&observed, &desired);
     !differences.is_empty() && !written.only_normalized(&desired, &differences)
+}
+
+/// The route object of `router`: from the watch of its kind when that holds it, else from
+/// the API server (and its kind is watched from then on).
+async fn read_route(ctx: &Context, router: &Router) -> Result<Route, RouterError> {
+    let resource = router.resource();
+    let (namespace, name) = router.object_key();
+    let cached = ctx.routes.cached(&resource, namespace, name);
+    if let Some(object) = cached.and_then(|o| serde_json::to_value(o.as_ref()).ok()) {
+        return router.route_from(object);
+    }
+    let read = router.read().await;
+    if read.is_ok() {
+        ctx.routes.watch(&resource);
+    }
+    read
 }
 
 /// The router of a ModelDeployment's `trafficRouting`.

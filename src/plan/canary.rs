@@ -53,6 +53,8 @@ pub(super) struct CanaryIntent {
     /// Someone else changed the weight during a hold: the Warning Event that says rollguard
     /// put its weight back.
     pub(super) restored: Option<String>,
+    /// `weight` is a weight step's: once the route reads it, the steps go on.
+    pub(super) step_weight: bool,
 }
 
 impl CanaryIntent {
@@ -66,6 +68,7 @@ impl CanaryIntent {
             promoted: None,
             done: false,
             restored: None,
+            step_weight: false,
         }
     }
 }
@@ -116,6 +119,7 @@ impl Planner<'_> {
             weight: intent.weight,
             step: intent.step,
         });
+        self.step_weight = intent.step_weight;
         if intent.requeue.is_some() {
             self.requeue_after = intent.requeue;
         }
@@ -199,6 +203,7 @@ impl Planner<'_> {
         let mut intent = match advanced.outcome {
             Outcome::SetWeight { at: step, weight } => CanaryIntent {
                 weight: Some(weight),
+                step_weight: true,
                 requeue: Some(Duration::from_millis(200)),
                 ..CanaryIntent::at(
                     step,
@@ -290,7 +295,7 @@ impl Planner<'_> {
             if seen != held {
                 intent.weight = Some(held);
                 intent.restored = Some(format!(
-                    "someone else set the canary weight of revision {t} to {seen}% during {}; rollguard restored {held}%",
+                    "the route carried {seen}% for canary revision {t} during {} (someone else set it, or rollguard stopped before its own write); rollguard restored {held}%",
                     label(step.index)
                 ));
             }

@@ -31,7 +31,26 @@ pub const RESTORED: &str = "restored by a rollback";
 /// Service at r2 and keeps the stable Service on r1 (phase Progressing). Once r2 is
 /// Available, the next plan points the stable Service at r2, marks r1 Superseded and keeps
 /// it warm (phase Healthy).
+///
+/// A canary's weight step costs one reconcile: a plan that writes a weight step's weight
+/// goes on from that weight as the route shows it once written (the pause after it starts,
+/// or the canary scales for the step after). The step after is recorded on the canary
+/// Deployment before the route is written, as every step is: an operator stopped between
+/// the two finds the pause with the route short of its weight and writes the weight again
+/// (a RouteWeightRestored Event), rather than running the weight step again from the
+/// weight before it. It does not go on when it handles a request (an annotation is consumed
+/// once), records a revision, or when what comes next writes another weight or moves the
+/// stable Service: those wait until the route reads the weight back.
 pub fn plan(md: &ModelDeployment, obs: &Observed) -> Plan {
+    let (first, step_weight) = plan_once(md, obs);
+    if !step_weight {
+        return first;
+    }
+    past_step_weight(md, obs, &first).unwrap_or(first)
+}
+
+/// One pass of the planner; true when the weight it writes is a weight step's.
+fn plan_once(md: &ModelDeployment, obs: &Observed) -> (Plan, bool) {
     let mut p = Planner::new(md, obs);
     p.handle_annotations();
     p.act_on_metrics();
@@ -39,7 +58,35 @@ pub fn plan(md: &ModelDeployment, obs: &Observed) -> Plan {
     if !p.complete_pending_rollback() {
         p.progress();
     }
-    p.finish()
+    let step_weight = p.step_weight;
+    (p.finish(), step_weight)
+}
+
+/// The plan after `first`'s weight step, as if the route read its weight: None when the
+/// steps do not simply go on from there (see [`plan`]).
+fn past_step_weight(md: &ModelDeployment, obs: &Observed, first: &Plan) -> Option<Plan> {
+    let weight = first.route_weight?;
+    let canary = first.status.canary_revision?;
+    if !first.consume.is_empty() || first.new_revision.is_some() {
+        return None;
+    }
+    let mut after = obs.clone();
+    after.route = Some(RouteObservation::Weights(crate::traffic::Weights::canary_at(weight)));
+    let step = first.deployments.get(&canary)?.canary_step;
+    after.deployments.get_mut(&canary)?.canary_step = step;
+    let (mut next, _) = plan_once(md, &after);
+    let goes_on = next.route_weight.is_none_or(|w| w == weight)
+        && next.status.canary_revision == Some(canary)
+        && next.stable_service == first.stable_service
+        && next.consume.is_empty();
+    if !goes_on {
+        return None;
+    }
+    next.route_weight = Some(weight);
+    let mut events = first.events.clone();
+    events.extend(next.events.into_iter().filter(|e| !first.events.contains(e)));
+    next.events = events;
+    Some(next)
 }
 
 /// Which revision the policy's triggers should judge now, and why; None when there is no
@@ -88,6 +135,8 @@ pub(super) struct Planner<'a> {
     pub(super) finish_gradual_now: bool,
     /// When an open verification window ends.
     pub(super) verification_requeue: Option<Duration>,
+    /// The canary weight this plan writes is a weight step's (see [`plan`]).
+    pub(super) step_weight: bool,
 }
 
 /// What the strategy that runs in this reconcile wants of traffic.
@@ -223,6 +272,7 @@ impl<'a> Planner<'a> {
             },
             finish_gradual_now: false,
             verification_requeue: None,
+            step_weight: false,
         }
     }
 

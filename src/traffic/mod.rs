@@ -263,9 +263,18 @@ impl Router {
         GroupVersionKind::gvk(self.kind.group, self.kind.version, self.kind.kind)
     }
 
+    /// The API resource of the object.
+    pub fn resource(&self) -> ApiResource {
+        ApiResource::from_gvk_with_plural(&self.gvk(), self.kind.plural)
+    }
+
+    /// Where the object is: its namespace and name.
+    pub fn object_key(&self) -> (&str, &str) {
+        (&self.target.namespace, &self.target.name)
+    }
+
     fn api(&self) -> Api<DynamicObject> {
-        let resource = ApiResource::from_gvk_with_plural(&self.gvk(), self.kind.plural);
-        Api::namespaced_with(self.client.clone(), &self.target.namespace, &resource)
+        Api::namespaced_with(self.client.clone(), &self.target.namespace, &self.resource())
     }
 
     async fn get(&self) -> Result<Value, RouterError> {
@@ -316,6 +325,13 @@ pub struct Route {
     pub weights: Weights,
 }
 
+impl Route {
+    /// The object as read, or as the API server returned it after a write.
+    pub fn object(&self) -> &Value {
+        &self.object
+    }
+}
+
 /// How often a weight write is tried again after someone else changed the object between
 /// its read and the write.
 const WRITE_ATTEMPTS: usize = 4;
@@ -324,6 +340,11 @@ impl Router {
     /// Reads the object and its weights.
     pub async fn read(&self) -> Result<Route, RouterError> {
         let object = self.get().await?;
+        self.route_from(object)
+    }
+
+    /// The route `object` (as read elsewhere: a cache) and its weights.
+    pub fn route_from(&self, object: Value) -> Result<Route, RouterError> {
         let weights = (self.kind.read)(&object, &self.target).ok_or_else(|| self.not_referenced())?;
         Ok(Route { object, weights })
     }
@@ -331,14 +352,15 @@ impl Router {
     /// Sends `weight` percent to the canary on `route` as read. The write carries the
     /// resourceVersion read: when someone else changed the object meanwhile, the API server
     /// refuses it (409) and the object is read again and the weights set on what it is now,
-    /// so no edit of theirs is overwritten. Returns the weights the API server wrote.
-    pub async fn write(&self, route: Route, weight: i32) -> Result<Weights, RouterError> {
+    /// so no edit of theirs is overwritten. Returns the route as the API server wrote it (as
+    /// read, when its weights were `weight` already).
+    pub async fn write(&self, route: Route, weight: i32) -> Result<Route, RouterError> {
         let mut object = route.object;
         let mut attempt = 1;
         loop {
             let field = (self.kind.edit)(&object, &self.target, weight).ok_or_else(|| self.not_referenced())?;
             if object.get("spec").and_then(|s| s.get(self.kind.field)) == Some(&field) {
-                return (self.kind.read)(&object, &self.target).ok_or_else(|| self.not_referenced());
+                return self.route_from(object);
             }
             // The field is an atomic list upstream: apply it whole, as read, with only the
             // backends and weights changed.
@@ -363,8 +385,7 @@ impl Router {
             match applied {
                 // Read back from what the API server returned for the write: no second GET.
                 Ok(applied) => {
-                    let written = serde_json::to_value(applied).unwrap_or_default();
-                    return (self.kind.read)(&written, &self.target).ok_or_else(|| self.not_referenced());
+                    return self.route_from(serde_json::to_value(applied).unwrap_or_default());
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 && attempt < WRITE_ATTEMPTS => {
                     tracing::debug!(route = %self.target.name, attempt, "the route changed since it was read; reading it again");
@@ -386,7 +407,7 @@ impl Router {
 impl TrafficRouter for Router {
     async fn set_weight(&self, weight: i32) -> Result<Weights, RouterError> {
         let route = self.read().await?;
-        self.write(route, weight).await
+        Ok(self.write(route, weight).await?.weights)
     }
 
     async fn weights(&self) -> Result<Weights, RouterError> {

@@ -308,3 +308,63 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_weight_step_and_the_pause_after_it_take_one_plan() {
+    let steps = serde_json::json!([
+        {"setWeight": 25}, {"pause": {"duration": "30s"}}, {"setWeight": 50}, {"setWeight": 75},
+        {"pause": {}}, {"setWeight": 100}]);
+    let mut w = World::new(md("v1", canary_spec(steps)));
+    w.settle();
+    w.set_version("v2");
+    let mut p = w.step();
+    for _ in 0..6 {
+        if p.route_weight == Some(25) {
+            break;
+        }
+        p = w.step();
+    }
+    assert_eq!(p.route_weight, Some(25));
+    assert_eq!(p.status.phase, Some(Phase::Paused), "the pause starts in the same plan");
+    assert_eq!(
+        p.status.canary_weight,
+        Some(25),
+        "the weight the route carries once written"
+    );
+    assert_eq!(p.status.current_step_index, Some(1));
+    let started = p.deployments.get(&2).and_then(|d| d.canary_step);
+    assert_eq!(started.map(|s| s.index), Some(1), "the pause is the step on the canary");
+    assert!(
+        p.requeue_after.is_some_and(|d| d.as_secs() >= 29 && d.as_secs() <= 31),
+        "looked at again when the pause ends: {:?}",
+        p.requeue_after
+    );
+    let quiet = w.step();
+    assert_eq!(quiet.route_weight, None, "the next reconcile writes no weight");
+    assert_eq!(quiet.status.current_step_index, Some(1));
+    assert_eq!(
+        quiet.deployments.get(&2).and_then(|d| d.canary_step),
+        started,
+        "the pause keeps its start"
+    );
+
+    // Two weight steps in a row: the second waits until the route reads the first.
+    w.advance(30);
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(50));
+    assert_eq!(p.status.phase, Some(Phase::Progressing));
+    assert_message(&p, "canary revision 2 at 25%, setting 50% (step 3 of 6)");
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(75));
+    assert_eq!(p.status.phase, Some(Phase::Paused));
+    assert_message(&p, "canary revision 2 at 75% (step 5 of 6), paused");
+
+    // A promote handled by the plan is not gone past: the annotation is removed once.
+    w.annotate(PROMOTE, "true");
+    let p = w.step();
+    assert_eq!(p.route_weight, Some(100));
+    assert!(p.consume.contains(&PROMOTE));
+    assert_eq!(p.status.phase, Some(Phase::Progressing), "the promote is not gone past");
+    let p = w.step();
+    assert_eq!(p.status.stable_revision, Some(2), "promoted once the route read 100");
+}
