@@ -11,6 +11,7 @@
 //! - a fleet-wide rollout to a new version (every canary stepping at once through
 //!   25% → 5 s → 50% → 5 s → 100%): the time to every ModelDeployment Healthy on it, and
 //!   the writes it took per member (the controller's own request counter, Events included);
+//! - the CPU time the controller used over the whole run;
 //! - abort latency, twice, of a sample of the fleet (every N/50th member): each member is
 //!   aborted as soon as its TrafficSplit shows canary traffic, timed from the abort's write to
 //!   100% on stable on the TrafficSplit (seen on a watch), p50/p99. First while only the
@@ -146,6 +147,17 @@ impl Controller {
             .lines()
             .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// CPU time (user and system) the controller used so far, in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces, inside parentheses):
+        // utime and stime are the 14th and 15th fields of the line.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / clock_ticks()
     }
 
     fn rss_mb(&self) -> f64 {
@@ -532,6 +544,8 @@ struct Row {
     rollout: Duration,
     /// Writes per member during the fleet rollout (the controller's own request counter).
     rollout_writes: f64,
+    /// CPU seconds the controller used in the whole run.
+    cpu_seconds: f64,
     /// Aborts of the sample while the rest of the fleet resyncs.
     resync_abort: Aborts,
     /// Aborts of the sample while the whole fleet rolls out.
@@ -637,6 +651,7 @@ async fn run_fleet(kind: Kind, client: &Client, prometheus: &str, n: usize) -> R
     };
     rolled.await.expect("the second fleet-wide rollout");
     let peak_mb = controller.peak_mb();
+    let cpu_seconds = controller.cpu_seconds();
     drop(controller);
     drop(fleet);
     drop(splits);
@@ -654,6 +669,7 @@ async fn run_fleet(kind: Kind, client: &Client, prometheus: &str, n: usize) -> R
         per_reconcile: if c1 > c0 { (r1 - r0) / (c1 - c0) } else { f64::NAN },
         rollout,
         rollout_writes: (after - before) / n as f64,
+        cpu_seconds,
         resync_abort: Aborts::of(&resync_aborts, mean_ms(answers, resync_answers)),
         busy_abort: Aborts::of(&busy_aborts, mean_ms(resync_answers, busy_answers)),
     }
@@ -746,7 +762,7 @@ fn print_rows(kind: Kind, rows: &[Row]) {
         kind.name()
     );
     println!(
-        "{:>6} | {:>10} | {:>9} | {:>11} | {:>8} | {:>6} | {:>8} | {:>10} | {:>8} | {:>26} | {:>26}",
+        "{:>6} | {:>10} | {:>9} | {:>11} | {:>8} | {:>6} | {:>8} | {:>10} | {:>8} | {:>7} | {:>26} | {:>26}",
         "N",
         "Healthy",
         "RSS peak",
@@ -756,6 +772,7 @@ fn print_rows(kind: Kind, rows: &[Row]) {
         "req/rec",
         "rollout",
         "wr/memb",
+        "CPU",
         "abort p50/p99, resyncing",
         "abort p50/p99, rolling out"
     );
@@ -767,7 +784,7 @@ fn print_rows(kind: Kind, rows: &[Row]) {
             format!("{:.2}", r.per_reconcile)
         };
         println!(
-            "{:>6} | {:>8.1} s | {:>6.1} MB | {:>8.1} MB | {:>8.1} | {:>6} | {:>8} | {:>8.1} s | {:>8.1} | {:>26} | {:>26}",
+            "{:>6} | {:>8.1} s | {:>6.1} MB | {:>8.1} MB | {:>8.1} | {:>6} | {:>8} | {:>8.1} s | {:>8.1} | {:>5.0} s | {:>26} | {:>26}",
             r.n,
             r.healthy.as_secs_f64(),
             r.peak_mb,
@@ -777,6 +794,7 @@ fn print_rows(kind: Kind, rows: &[Row]) {
             per_reconcile,
             r.rollout.as_secs_f64(),
             r.rollout_writes,
+            r.cpu_seconds,
             aborts(&r.resync_abort),
             aborts(&r.busy_abort),
         );
@@ -809,7 +827,7 @@ fn print_side_by_side(ours: &[Row], theirs: &[Row]) {
     );
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     for (a, b) in ours.iter().zip(theirs) {
-        let rows: [(&str, f64, f64); 7] = [
+        let rows: [(&str, f64, f64); 8] = [
             (
                 "Healthy after create (s)",
                 a.healthy.as_secs_f64(),
@@ -821,6 +839,7 @@ fn print_side_by_side(ours: &[Row], theirs: &[Row]) {
             ("steady writes", a.steady_writes, b.steady_writes),
             ("fleet rollout (s)", a.rollout.as_secs_f64(), b.rollout.as_secs_f64()),
             ("writes per member in the rollout", a.rollout_writes, b.rollout_writes),
+            ("controller CPU, whole run (s)", a.cpu_seconds, b.cpu_seconds),
         ];
         let mut rows: Vec<(String, f64, f64)> = rows.into_iter().map(|(w, x, y)| (w.to_string(), x, y)).collect();
         for (when, ours, theirs) in [
@@ -886,6 +905,16 @@ async fn main() {
         print_rows(Kind::Argo, &theirs);
         print_side_by_side(&ours, &theirs);
     }
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux when it cannot be asked).
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 fn date() -> String {
