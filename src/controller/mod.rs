@@ -87,17 +87,6 @@ pub enum RunError {
     LostLeadership(String),
 }
 
-/// Aborts the watch tasks when the operator stops.
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
-    }
-}
-
 /// Whether SIGTERM or SIGINT has been received since [`Shutdown::listen`]. A signal is seen
 /// whenever it comes: a listener made only when needed would miss one that came before it.
 #[derive(Clone)]
@@ -408,7 +397,8 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
         scoped(&client, &config.namespace),
         models.store(),
     );
-    let _watches = AbortOnDrop(watches);
+    // The watch tasks are aborted when the operator stops.
+    let _watches: Vec<cache::AbortOnDrop> = watches.into_iter().map(cache::AbortOnDrop).collect();
     // Trigger evaluations publish off the reconcile path and wake the reconcile through this.
     let (wake, woken) = futures::channel::mpsc::unbounded();
     let mut ctx = Context::new(
