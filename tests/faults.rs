@@ -1,7 +1,8 @@
 //! The operator killed (SIGKILL) at exact points of a rollout and of a rollback, against the
 //! local control plane. A proxy between the operator and the API server
 //! ([`support::fault_proxy`]) kills it right after the API server carried out a chosen write
-//! and before the operator heard the answer; a new operator takes over.
+//! and before the operator heard the answer; a new operator takes over. The same proxy also
+//! holds back what a watch delivers, as a congested or half-dead connection would.
 //!
 //! Afterwards: no step repeated or skipped, holds not restarted from zero, the same
 //! `lastRollback` (`startedAt` unchanged), history intact, no duplicate revision, no second
@@ -465,4 +466,54 @@ async fn killed_during_verification_the_window_keeps_its_start_and_passes_once()
         1,
         "passed once"
     );
+}
+
+/// A watch that stops delivering (the API server restarting, a congested connection) leaves
+/// the operator's cache without its own writes for as long as that lasts. The record of the
+/// gradual rollback's hold at 50% is written to chat-r2 while the Deployment watch delivers
+/// nothing for longer than the hold: the hold still ends on its first clock (it is not
+/// started again from the cache's older copy), and each step of the walk is written once.
+#[tokio::test]
+async fn a_deployment_watch_that_delivers_nothing_does_not_restart_a_rollback_hold() {
+    const HOLD: u64 = 20;
+    let s = Scene::new("fault-stalled-watch").await;
+    s.apis.create_gradual_policy(&[50, 20, 0], &format!("{HOLD}s")).await;
+    let mut spec = canary(json!([{"setWeight": 60}, {"pause": {}}]));
+    spec["rollbackPolicyRef"] = json!({"name": "gradual"});
+    let _op = s.operator_behind_proxy();
+    s.apis.roll_out("chat", &["v1"], 1, spec).await;
+    s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    s.apis
+        .wait_md("chat", "paused at 60%", SECS_60, |md| {
+            md.status
+                .as_ref()
+                .is_some_and(|st| st.phase == Some(Phase::Paused) && st.canary_weight == Some(60))
+        })
+        .await;
+    let log = record_weights(&s.apis).await;
+
+    let stall = s.proxy.stall_watches("/deployments?");
+    s.apis.annotate("chat", "rollguard.dev/abort", "true").await;
+    let hold = wait_for(SECS_60, || async { s.apis.step_on("chat-r2", ROLLBACK_STEP).await })
+        .await
+        .expect("the hold recorded on chat-r2");
+    assert_eq!(hold.index, 0, "the hold at 50%");
+    s.assert_held(&hold, HOLD, 20).await;
+    assert!(
+        stall.held_back() > 0,
+        "the Deployment watch was held back while the hold ran"
+    );
+    drop(stall);
+    let md = s
+        .apis
+        .wait_md("chat", "the rollback completed", Duration::from_secs(90), |md| {
+            md.status
+                .as_ref()
+                .and_then(|st| st.last_rollback.as_ref())
+                .is_some_and(|r| r.completed_at.is_some())
+        })
+        .await;
+    assert_eq!(weights(&log), vec![60, 50, 20, 0], "each step of the walk once");
+    s.assert_history(&md, &[1, 2]).await;
+    assert_eq!(s.apis.events("chat", "Aborted").await.len(), 1, "one abort handled");
 }

@@ -70,16 +70,25 @@ pub fn start(
     revisions: Api<ControllerRevision>,
     policies: Api<RollbackPolicy>,
     models: Store<ModelDeployment>,
+    written: &Written,
 ) -> (Stores, Triggers, Vec<tokio::task::JoinHandle<()>>) {
     let owned = || watcher::Config::default().labels(labels::MODEL_DEPLOYMENT);
     let mut tasks = Vec::new();
-    let (deployments, deployment_triggers) = shared(deployments, owned(), slim, &mut tasks);
-    let (services, service_triggers) = shared(services, owned(), slim, &mut tasks);
+    let (deployments, deployment_triggers) =
+        shared(deployments, owned(), slim, written.deployments.progress(), &mut tasks);
+    let (services, service_triggers) = shared(services, owned(), slim, written.services.progress(), &mut tasks);
     // A policy's users are read from its managedFields (see rollback_policy): kept whole.
-    let (policies, policy_triggers) = shared(policies, watcher::Config::default(), |_| {}, &mut tasks);
+    // rollguard writes no policy a reconcile reads back: their progress is not followed.
+    let (policies, policy_triggers) = shared(
+        policies,
+        watcher::Config::default(),
+        |_| {},
+        Progress::default(),
+        &mut tasks,
+    );
     let (revision_store, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(revisions, owned()).default_backoff().modify(slim));
-    tasks.push(tokio::spawn(drain(stream)));
+    tasks.push(tokio::spawn(drain_tracked(stream, written.revisions.progress())));
     (
         Stores {
             models,
@@ -108,6 +117,7 @@ fn shared<K>(
     api: Api<K>,
     config: watcher::Config,
     modify: fn(&mut K),
+    progress: Progress,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> (Store<K>, ReflectHandle<K>)
 where
@@ -122,7 +132,7 @@ where
         .default_backoff()
         .modify(modify)
         .reflect_shared(writer);
-    tasks.push(tokio::spawn(drain(stream)));
+    tasks.push(tokio::spawn(drain_tracked(stream, progress)));
     (store, subscriber)
 }
 
@@ -148,23 +158,95 @@ fn at_least(seen: &str, written: &str) -> bool {
     }
 }
 
-/// How long a write is preferred over a store that does not show it. A watch delivers in
-/// milliseconds; a write the store never shows (the object was deleted by someone else
-/// meanwhile) must not hide the store's view for long.
-const WRITE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(10);
+/// How far one watch has brought its store: the highest resourceVersion among the changes
+/// it applied, and when the last full list it applied was begun. A write that the watch has
+/// come past, or that was made before such a list was asked for, is in the store (or was
+/// undone or deleted since, which the store shows too).
+#[derive(Clone, Default)]
+pub struct Progress(Arc<Mutex<Passed>>);
+
+#[derive(Default)]
+struct Passed {
+    /// The highest resourceVersion of a change applied to the store.
+    version: u64,
+    /// The highest resourceVersion in the list under way (the store shows it at its end).
+    listing_version: u64,
+    /// When the list under way was begun.
+    listing: Option<std::time::Instant>,
+    /// When the last list the store shows was begun.
+    listed: Option<std::time::Instant>,
+}
+
+fn version<K: Resource>(obj: &K) -> Option<u64> {
+    obj.meta().resource_version.as_deref().and_then(|v| v.parse().ok())
+}
+
+impl Progress {
+    /// Takes in one event of the watch, once its store has applied it.
+    pub fn passed<K: Resource>(&self, event: &watcher::Event<K>) {
+        let mut passed = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            watcher::Event::Apply(obj) | watcher::Event::Delete(obj) => {
+                passed.version = passed.version.max(version(obj).unwrap_or_default());
+            }
+            // A list (a new watch, or one that fell too far behind) is asked for after Init
+            // and shown by the store from InitDone.
+            watcher::Event::Init => {
+                passed.listing = Some(std::time::Instant::now());
+                passed.listing_version = 0;
+            }
+            watcher::Event::InitApply(obj) => {
+                passed.listing_version = passed.listing_version.max(version(obj).unwrap_or_default());
+            }
+            watcher::Event::InitDone => {
+                passed.listed = passed.listing.take().or(passed.listed);
+                passed.version = passed.version.max(passed.listing_version);
+            }
+        }
+    }
+
+    /// Whether the store shows a write made at `at` whose answer carried `written` (None
+    /// for a deletion): the watch has applied a change as new, or a list asked for after it.
+    fn covers(&self, at: std::time::Instant, written: Option<&str>) -> bool {
+        let passed = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        passed.listed.is_some_and(|listed| listed > at)
+            || written
+                .and_then(|w| w.parse::<u64>().ok())
+                .is_some_and(|w| passed.version >= w)
+    }
+}
+
+/// Drives a watch for ever, taking each event its store applied into `progress`.
+pub(super) async fn drain_tracked<S, K>(stream: S, progress: Progress)
+where
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+    K: Resource,
+{
+    drain(stream.inspect(move |event| {
+        if let Ok(event) = event {
+            progress.passed(event);
+        }
+    }))
+    .await
+}
 
 /// A write: when, and the object the API server returned (None for a deletion).
 type Write<K> = (std::time::Instant, Option<Arc<K>>);
 
 /// This operator's writes of one kind that its store may not show yet, by namespace and name.
+/// A write is preferred over the store's copy until the store's watch has come past it
+/// ([`Progress`]), however long that takes: a watch that is down or retrying (the API server
+/// restarting) must not bring back what the store held before the write.
 pub struct Pending<K> {
     writes: Mutex<HashMap<(String, String), Write<K>>>,
+    progress: Progress,
 }
 
 impl<K> Default for Pending<K> {
     fn default() -> Self {
         Pending {
             writes: Mutex::new(HashMap::new()),
+            progress: Progress::default(),
         }
     }
 }
@@ -175,8 +257,17 @@ where
 {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Write<K>>> {
         let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
-        writes.retain(|_, (at, _)| at.elapsed() < WRITE_EXPIRY);
+        writes.retain(|_, (at, obj)| {
+            let written = obj.as_ref().and_then(|o| o.meta().resource_version.clone());
+            !self.progress.covers(*at, written.as_deref())
+        });
         writes
+    }
+
+    /// The progress of the watch that fills the store these writes are read over; the watch
+    /// feeds it ([`drain_tracked`]).
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
     }
 
     /// Remembers `obj` as the API server returned it after a write.
@@ -402,7 +493,8 @@ impl Pools {
                 let config = watcher::Config::default().labels(labels::MODEL_DEPLOYMENT);
                 let stream =
                     reflector::reflector(writer, watcher(self.api.clone(), config).default_backoff().modify(slim));
-                *started = Some((store.clone(), AbortOnDrop(tokio::spawn(drain(stream)))));
+                let task = tokio::spawn(drain_tracked(stream, self.written.progress()));
+                *started = Some((store.clone(), AbortOnDrop(task)));
                 store
             }
         };
@@ -421,5 +513,92 @@ impl Pools {
                 waited: POOL_LIST_WAIT,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::watcher::Event;
+
+    fn config_map(name: &str, version: u64, data: &str) -> k8s_openapi::api::core::v1::ConfigMap {
+        let mut cm = k8s_openapi::api::core::v1::ConfigMap::default();
+        cm.metadata.name = Some(name.into());
+        cm.metadata.namespace = Some("ns".into());
+        cm.metadata.resource_version = Some(version.to_string());
+        cm.data = Some([("v".to_string(), data.to_string())].into());
+        cm
+    }
+
+    fn data(obj: Option<Arc<k8s_openapi::api::core::v1::ConfigMap>>) -> Option<String> {
+        obj.and_then(|o| o.data.as_ref().and_then(|d| d.get("v").cloned()))
+    }
+
+    /// A store that has not seen a write, behind a watch that has not come past it, is
+    /// read through the write for as long as that lasts (a watch retrying while the API
+    /// server restarts); once the watch has applied anything newer, the store is the truth.
+    #[test]
+    fn a_write_is_read_until_the_watch_has_come_past_it_however_long() {
+        let pending = Pending::default();
+        let progress = pending.progress();
+        let old = Arc::new(config_map("a", 5, "old"));
+        pending.wrote(config_map("a", 10, "mine"));
+        assert_eq!(data(pending.latest("ns", "a", Some(old.clone()))), Some("mine".into()));
+        // Changes older than the write, of other objects: still behind.
+        progress.passed(&Event::Apply(config_map("b", 9, "")));
+        assert_eq!(data(pending.latest("ns", "a", Some(old.clone()))), Some("mine".into()));
+        // A list begun before the write and done after it does not count either.
+        progress.passed(&Event::<k8s_openapi::api::core::v1::ConfigMap>::Init);
+        pending.wrote(config_map("a", 10, "mine"));
+        progress.passed(&Event::InitApply(config_map("b", 9, "")));
+        progress.passed(&Event::<k8s_openapi::api::core::v1::ConfigMap>::InitDone);
+        assert_eq!(data(pending.latest("ns", "a", Some(old.clone()))), Some("mine".into()));
+        // The watch applied a change newer than the write: the store shows what became of it
+        // (here someone else's change after it, or nothing when it was deleted).
+        progress.passed(&Event::Delete(config_map("b", 11, "")));
+        let theirs = Arc::new(config_map("a", 12, "theirs"));
+        assert_eq!(data(pending.latest("ns", "a", Some(theirs))), Some("theirs".into()));
+        pending.wrote(config_map("a", 10, "mine"));
+        assert_eq!(
+            data(pending.latest("ns", "a", None)),
+            None,
+            "covered: forgotten at once"
+        );
+    }
+
+    /// A store that shows the write (or newer) is read at once, whatever the watch's progress.
+    #[test]
+    fn a_store_that_shows_the_write_is_read() {
+        let pending = Pending::default();
+        pending.wrote(config_map("a", 10, "mine"));
+        let seen = Arc::new(config_map("a", 10, "seen"));
+        assert_eq!(data(pending.latest("ns", "a", Some(seen))), Some("seen".into()));
+        let old = Arc::new(config_map("a", 5, "old"));
+        assert_eq!(
+            data(pending.latest("ns", "a", Some(old))),
+            Some("old".into()),
+            "the write is forgotten"
+        );
+    }
+
+    /// A deletion hides the store's copy until the store drops it or relists after it.
+    #[test]
+    fn a_deletion_hides_the_object_until_the_store_drops_it_or_lists_again() {
+        let pending = Pending::default();
+        let progress = pending.progress();
+        let there = Arc::new(config_map("a", 5, "there"));
+        pending.deleted("ns", "a");
+        progress.passed(&Event::Apply(config_map("b", 100, "")));
+        assert_eq!(data(pending.latest("ns", "a", Some(there.clone()))), None);
+        // Instants are monotonic; the list must be asked for after the deletion.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        progress.passed(&Event::<k8s_openapi::api::core::v1::ConfigMap>::Init);
+        assert_eq!(
+            data(pending.latest("ns", "a", Some(there.clone()))),
+            None,
+            "listing, not listed"
+        );
+        progress.passed(&Event::<k8s_openapi::api::core::v1::ConfigMap>::InitDone);
+        assert_eq!(data(pending.latest("ns", "a", Some(there))), Some("there".into()));
     }
 }

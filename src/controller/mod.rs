@@ -187,6 +187,18 @@ pub struct Context {
     pub shard: Option<String>,
 }
 
+/// What a reconcile observes through, for [`Context::new`].
+pub struct Caches {
+    /// What the watches hold.
+    pub stores: cache::Stores,
+    /// This operator's writes the stores may not show yet (fed by the same watches).
+    pub written: cache::Written,
+    /// The InferencePools rollguard owns.
+    pub pools: cache::Pools,
+    /// The traffic-split objects.
+    pub routes: routes::Routes,
+}
+
 impl Context {
     /// A context around a client; trigger evaluations wake reconciles through `wake`.
     pub fn new(
@@ -194,10 +206,14 @@ impl Context {
         resync: Duration,
         metrics: Arc<crate::telemetry::Metrics>,
         wake: UnboundedSender<ObjectRef<ModelDeployment>>,
-        stores: cache::Stores,
-        pools: cache::Pools,
-        routes: routes::Routes,
+        caches: Caches,
     ) -> Self {
+        let Caches {
+            stores,
+            written,
+            pools,
+            routes,
+        } = caches;
         let reporter = Reporter {
             controller: "rollguard".into(),
             instance: std::env::var("POD_NAME")
@@ -214,7 +230,7 @@ impl Context {
             evaluators: evaluate::Evaluators::new(wake, metrics.clone()),
             metrics,
             stores,
-            written: cache::Written::default(),
+            written,
             pools,
             routes,
             shard: None,
@@ -371,6 +387,9 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
     // One watch of the ModelDeployments fills the controller's store and tells the policy
     // controller which policies gained or lost users.
     let (model_store, model_writer) = kube::runtime::reflector::store();
+    // This operator's writes the stores may not show yet; each watch tells them how far it has come.
+    let written = cache::Written::default();
+    let model_progress = written.models.progress();
     let (policy_wake, policy_woken) = futures::channel::mpsc::unbounded();
     let mut users = policy_triggers::PolicyUsers::default();
     let model_events = watcher(api.clone(), selected())
@@ -384,7 +403,13 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
             }
         });
     let models = Controller::for_stream(
-        kube::runtime::reflector(model_writer, model_events).applied_objects(),
+        kube::runtime::reflector(model_writer, model_events)
+            .inspect(move |event| {
+                if let Ok(event) = event {
+                    model_progress.passed(event);
+                }
+            })
+            .applied_objects(),
         model_store,
     )
     .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
@@ -396,6 +421,7 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
         scoped(&client, &config.namespace),
         scoped(&client, &config.namespace),
         models.store(),
+        &written,
     );
     // The watch tasks are aborted when the operator stops.
     let _watches: Vec<cache::AbortOnDrop> = watches.into_iter().map(cache::AbortOnDrop).collect();
@@ -406,9 +432,12 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
         config.resync,
         metrics.clone(),
         wake,
-        stores.clone(),
-        cache::Pools::new(scoped(&client, &config.namespace)),
-        routes::Routes::new(client.clone(), config.namespace.clone()),
+        Caches {
+            stores: stores.clone(),
+            written,
+            pools: cache::Pools::new(scoped(&client, &config.namespace)),
+            routes: routes::Routes::new(client.clone(), config.namespace.clone()),
+        },
     );
     ctx.shard = config.selector.clone();
     let ctx = Arc::new(ctx);

@@ -23,7 +23,7 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use super::cache::{AbortOnDrop, Pending, drain, slim};
+use super::cache::{AbortOnDrop, Pending, drain_tracked, slim};
 
 /// One kind's watch.
 struct Watched {
@@ -92,12 +92,14 @@ impl Routes {
             watcher(api, watcher::Config::default()).default_backoff().modify(slim),
         );
         tracing::info!(kind = %resource.kind, "watching the traffic-split objects of this kind");
+        let written = Pending::default();
+        let task = AbortOnDrop(tokio::spawn(drain_tracked(stream, written.progress())));
         kinds.insert(
             key(resource),
             Arc::new(Watched {
                 store,
-                written: Pending::default(),
-                _task: AbortOnDrop(tokio::spawn(drain(stream))),
+                written,
+                _task: task,
             }),
         );
     }

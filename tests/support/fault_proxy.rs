@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body as AxumBody;
 use axum::extract::{Request, State};
 use axum::response::Response;
+use futures::StreamExt;
 use kube::Client;
 use tokio::sync::oneshot;
 
@@ -41,9 +42,30 @@ struct Rule {
     fired: Option<oneshot::Sender<String>>,
 }
 
-#[derive(Default)]
 struct Shared {
     rule: Mutex<Option<Rule>>,
+    /// A fragment of the paths whose watches deliver nothing for now.
+    stalled: tokio::sync::watch::Sender<Option<String>>,
+    /// Chunks of watch answers held back while stalled.
+    held_back: std::sync::atomic::AtomicUsize,
+}
+
+/// Watches stalled by [`FaultProxy::stall_watches`]; they deliver again when this is dropped.
+pub struct Stall {
+    shared: Arc<Shared>,
+}
+
+impl Stall {
+    /// How many chunks of watch answers (events) have been held back so far.
+    pub fn held_back(&self) -> usize {
+        self.shared.held_back.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Stall {
+    fn drop(&mut self) {
+        self.shared.stalled.send_replace(None);
+    }
 }
 
 /// The proxy; it stops when dropped.
@@ -57,7 +79,11 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts a proxy to the API server that `client` reaches.
     pub async fn start(client: &Client) -> FaultProxy {
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            rule: Mutex::new(None),
+            stalled: tokio::sync::watch::Sender::new(None),
+            held_back: std::sync::atomic::AtomicUsize::new(0),
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding the fault proxy");
@@ -126,6 +152,19 @@ impl FaultProxy {
     }
 }
 
+impl FaultProxy {
+    /// Holds back what the watches whose path contains `fragment` deliver (their connections
+    /// stay open, as a congested or half-dead connection would) until the returned guard is
+    /// dropped; then they deliver everything held back, in order.
+    pub fn stall_watches(&self, fragment: &str) -> Stall {
+        self.shared.held_back.store(0, std::sync::atomic::Ordering::SeqCst);
+        self.shared.stalled.send_replace(Some(fragment.to_string()));
+        Stall {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
 impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.task.abort();
@@ -186,6 +225,25 @@ async fn forward(State((client, shared)): State<(Client, Arc<Shared>)>, request:
         return answer(http::StatusCode::BAD_GATEWAY, "the operator was killed".into());
     }
     match response {
+        Ok(r) if path.contains("watch=true") => {
+            let (parts, body) = r.into_parts();
+            let stalled = shared.stalled.subscribe();
+            let chunks = AxumBody::new(body).into_data_stream().then(move |chunk| {
+                let shared = shared.clone();
+                let path = path.clone();
+                let mut stalled = stalled.clone();
+                async move {
+                    let blocks = |f: &Option<String>| f.as_deref().is_some_and(|f| path.contains(f));
+                    let now = blocks(&stalled.borrow());
+                    if now {
+                        shared.held_back.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let _ = stalled.wait_for(|f| !blocks(f)).await;
+                    }
+                    chunk
+                }
+            });
+            Response::from_parts(parts, AxumBody::from_stream(chunks))
+        }
         Ok(r) => {
             let (parts, body) = r.into_parts();
             Response::from_parts(parts, AxumBody::new(body))
