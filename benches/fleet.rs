@@ -25,7 +25,8 @@
 //!
 //! `ROLLGUARD_FLEET_SIZES` (default `250,500,1000,2000`) lists the N. Fake nodes (1,000 pods
 //! each) and a second Service IP range (a ServiceCIDR, 10.112.0.0/12) are added so every
-//! pod and Service fits.
+//! pod and Service fits. `ROLLGUARD_FLEET_WRAP` (say `heaptrack -o /tmp/fleet`) runs the
+//! operator under a profiler.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -108,7 +109,21 @@ impl Controller {
         let file = std::fs::File::create(&log).expect("the controller's log file");
         let mut cmd = match kind {
             Kind::Rollguard => {
-                let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_rollguard"));
+                // `ROLLGUARD_FLEET_WRAP="heaptrack -o /tmp/fleet"` runs the operator under a
+                // profiler: its RSS and CPU figures are then the wrapper's, not the operator's.
+                let wrap: Vec<String> = std::env::var("ROLLGUARD_FLEET_WRAP")
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
+                let mut c = match wrap.split_first() {
+                    Some((program, args)) => {
+                        let mut c = std::process::Command::new(program);
+                        c.args(args).arg(env!("CARGO_BIN_EXE_rollguard"));
+                        c
+                    }
+                    None => std::process::Command::new(env!("CARGO_BIN_EXE_rollguard")),
+                };
                 c.args(["run", "--namespace", namespace, "--resync-seconds", "30"])
                     .arg(format!("--metrics-address=127.0.0.1:{port}"))
                     .env("KUBECONFIG", kubeconfig_path());

@@ -326,6 +326,46 @@ pub fn next_due(
     next
 }
 
+/// Every how many evaluations `status.analysis` shows a new value and `lastEvaluatedAt`
+/// while no verdict, breach count or firing changes.
+pub const REFRESH_EVALUATIONS: i32 = 5;
+
+/// What `status.analysis` holds after a round that gave `latest`, when it holds `recorded`:
+/// `latest` when what a decision (or a restarted operator) rests on changed in any entry (its
+/// trigger, revision, verdict, breach, severity, breaches in a row, last firing), or when the
+/// record's newest evaluation is `refresh` old; otherwise `recorded`, so a round that changed
+/// only a value or a time writes no status. A trigger's time on the record is then at most
+/// `refresh` behind: a restarted operator evaluates at once, as it would after `refresh`.
+pub fn to_record(
+    recorded: &[TriggerAnalysis],
+    latest: &[TriggerAnalysis],
+    refresh: SignedDuration,
+    now: Timestamp,
+) -> Vec<TriggerAnalysis> {
+    let decisive = |a: &TriggerAnalysis| {
+        (
+            a.trigger.clone(),
+            a.revision,
+            a.verdict,
+            a.breached,
+            a.severity,
+            a.consecutive_breaches,
+            a.last_fired_at.clone(),
+        )
+    };
+    let same = recorded.len() == latest.len() && recorded.iter().zip(latest).all(|(r, l)| decisive(r) == decisive(l));
+    let newest = recorded
+        .iter()
+        .filter_map(|a| a.last_evaluated_at.as_ref().map(|t| t.0))
+        .max();
+    let fresh = newest.is_some_and(|at| now < at.checked_add(refresh).unwrap_or(at));
+    if same && fresh {
+        recorded.to_vec()
+    } else {
+        latest.to_vec()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,6 +582,40 @@ mod tests {
         assert!(due(None, 4, interval, at(0)));
     }
 
+    #[test]
+    fn a_round_that_changes_only_a_value_or_a_time_is_not_recorded_until_the_refresh() {
+        let t = trigger(2, "Critical");
+        let refresh = SignedDuration::from_secs(150);
+        let first = vec![evaluate(&t, 4, &v(0.01), None, at(0))];
+        // Another healthy value 30 s later: the record stands.
+        let second = vec![evaluate(&t, 4, &v(0.02), first.first(), at(30))];
+        assert_eq!(to_record(&first, &second, refresh, at(30)), first);
+        // The same once the record is `refresh` old: recorded anew.
+        let late = vec![evaluate(&t, 4, &v(0.02), first.first(), at(150))];
+        assert_eq!(to_record(&first, &late, refresh, at(150)), late);
+        // A breach (one in a row) is recorded at once; so is a firing, and a new revision.
+        let breach = vec![evaluate(&t, 4, &v(0.2), first.first(), at(30))];
+        assert_eq!(to_record(&first, &breach, refresh, at(30)), breach);
+        let fired = vec![evaluate(&t, 4, &v(0.3), breach.first(), at(60))];
+        assert_eq!(fired[0].verdict, Some(TriggerVerdict::Fired));
+        assert_eq!(to_record(&breach, &fired, refresh, at(60)), fired);
+        let next = vec![evaluate(&t, 5, &v(0.01), None, at(30))];
+        assert_eq!(to_record(&first, &next, refresh, at(30)), next);
+        // No data after a value: another verdict, recorded at once.
+        let none = vec![evaluate(&t, 4, &Ok(Reading::NoData), first.first(), at(30))];
+        assert_eq!(to_record(&first, &none, refresh, at(30)), none);
+        // Nothing recorded yet, or a trigger more or less: recorded.
+        assert_eq!(to_record(&[], &first, refresh, at(0)), first);
+        let two = vec![
+            first[0].clone(),
+            TriggerAnalysis {
+                trigger: "ttft".into(),
+                ..first[0].clone()
+            },
+        ];
+        assert_eq!(to_record(&first, &two, refresh, at(30)), two);
+    }
+
     proptest! {
         /// Whatever the readings, a trigger never fires twice within its cooldown, and fires
         /// only after `consecutive` breaches in a row.
@@ -566,6 +640,32 @@ mod tests {
                     row = 0;
                 }
                 prev = Some(e);
+            }
+        }
+
+        /// An operator that restarts after any round, judging from what the status recorded
+        /// ([`to_record`]) instead of what it last computed, reaches the same verdicts, counts
+        /// and firings on every later reading; and the record is never `refresh` behind.
+        #[test]
+        fn judging_from_the_record_is_judging_from_the_last_round(
+            consecutive in 1i32..4,
+            readings in proptest::collection::vec(prop_oneof![Just(0.0), Just(0.01), Just(0.2), Just(0.3), Just(f64::NAN)], 1..60),
+        ) {
+            let t = trigger(consecutive, "Critical");
+            let refresh = SignedDuration::from_secs(150);
+            let mut latest: Option<TriggerAnalysis> = None;
+            let mut recorded: Vec<TriggerAnalysis> = Vec::new();
+            for (i, x) in readings.iter().enumerate() {
+                let now = at(30 * i as i64);
+                let reading = if x.is_nan() { Ok(Reading::NoData) } else { v(*x) };
+                let from_memory = evaluate(&t, 4, &reading, latest.as_ref(), now);
+                let from_record = evaluate(&t, 4, &reading, recorded.first(), now);
+                let decisive = |a: &TriggerAnalysis| (a.verdict, a.breached, a.consecutive_breaches, a.last_fired_at.clone());
+                prop_assert_eq!(decisive(&from_memory), decisive(&from_record), "reading {}", i);
+                recorded = to_record(&recorded, std::slice::from_ref(&from_memory), refresh, now);
+                let on_record = recorded.first().and_then(|a| a.last_evaluated_at.as_ref()).map(|t| t.0);
+                prop_assert!(on_record.is_some_and(|r| now.duration_since(r) < refresh), "the record is too old");
+                latest = Some(from_memory);
             }
         }
     }

@@ -70,7 +70,8 @@ async fn setup_to(backend: BackendKind, prefix: &str, policy: Value) -> Setup {
 }
 
 /// Waits until the trigger `trigger` of revision `rev` was evaluated at least twice more
-/// (its `lastEvaluatedAt` 1.5 intervals on): the event that proves the triggers looked again.
+/// (its `lastEvaluatedAt` on record 1.5 intervals on; a round that changes nothing else is
+/// recorded every 5th interval): the event that proves the triggers looked again.
 async fn wait_evaluated_again(s: &Setup, trigger: &str, rev: i64) {
     let at = |md: &rollguard::api::ModelDeployment| {
         md.status

@@ -188,7 +188,7 @@ impl Planner<'_> {
             history: self.history.values().rev().cloned().collect(),
             last_rollback: self.last_rollback.clone(),
             analysis: match &self.obs.metrics {
-                Some(m) => m.analysis.clone(),
+                Some(m) => crate::trigger::to_record(&current.analysis, &m.analysis, self.analysis_refresh(), self.now),
                 None => current.analysis.clone(),
             },
             // Conditions about a route, a policy or metrics that no longer apply are removed.
@@ -220,6 +220,19 @@ impl Planner<'_> {
             },
             route_weight,
         }
+    }
+
+    /// How old the recorded trigger results may grow while only their values and times
+    /// change: [`crate::trigger::REFRESH_EVALUATIONS`] intervals of the policy.
+    fn analysis_refresh(&self) -> jiff::SignedDuration {
+        let interval = self
+            .policy()
+            .map(|p| p.interval.signed())
+            .unwrap_or_default()
+            .max(jiff::SignedDuration::from_secs(1));
+        interval
+            .checked_mul(crate::trigger::REFRESH_EVALUATIONS)
+            .unwrap_or(interval)
     }
 
     pub(super) fn conditions(&self) -> Vec<Desired> {
