@@ -97,6 +97,10 @@ struct Controller {
 
 impl Drop for Controller {
     fn drop(&mut self) {
+        // The whole process group: a profiler's wrapper and the operator under it.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -144,7 +148,7 @@ impl Controller {
                 c
             }
         };
-        let child = cmd
+        let child = std::os::unix::process::CommandExt::process_group(&mut cmd, 0)
             .stdout(std::process::Stdio::null())
             .stderr(file)
             .spawn()
