@@ -85,6 +85,18 @@ impl Scene {
         );
     }
 
+    /// Waits (90 s at most) until `lastRollback` has completed; returns the ModelDeployment.
+    async fn wait_rollback_completed(&self) -> ModelDeployment {
+        self.apis
+            .wait_md("chat", "the rollback completed", Duration::from_secs(90), |md| {
+                md.status
+                    .as_ref()
+                    .and_then(|st| st.last_rollback.as_ref())
+                    .is_some_and(|r| r.completed_at.is_some())
+            })
+            .await
+    }
+
     async fn md(&self) -> ModelDeployment {
         self.apis.md.get("chat").await.expect("reading the ModelDeployment")
     }
@@ -251,15 +263,7 @@ async fn killed_in_a_gradual_rollback_hold_the_hold_and_the_record_are_kept() {
         .expect("the hold on chat-r2");
     assert_eq!(second.index, 1, "killed in the hold at 20%");
     let _op = s.take_over_halfway(&second, HOLD, 0).await;
-    let md = s
-        .apis
-        .wait_md("chat", "the rollback completed", Duration::from_secs(90), |md| {
-            md.status
-                .as_ref()
-                .and_then(|st| st.last_rollback.as_ref())
-                .is_some_and(|r| r.completed_at.is_some())
-        })
-        .await;
+    let md = s.wait_rollback_completed().await;
     let status = md.status.clone().expect("status");
     let after = status.last_rollback.clone().expect("lastRollback");
     assert_eq!(
@@ -504,15 +508,7 @@ async fn a_deployment_watch_that_delivers_nothing_does_not_restart_a_rollback_ho
         "the Deployment watch was held back while the hold ran"
     );
     drop(stall);
-    let md = s
-        .apis
-        .wait_md("chat", "the rollback completed", Duration::from_secs(90), |md| {
-            md.status
-                .as_ref()
-                .and_then(|st| st.last_rollback.as_ref())
-                .is_some_and(|r| r.completed_at.is_some())
-        })
-        .await;
+    let md = s.wait_rollback_completed().await;
     assert_eq!(weights(&log), vec![60, 50, 20, 0], "each step of the walk once");
     s.assert_history(&md, &[1, 2]).await;
     assert_eq!(s.apis.events("chat", "Aborted").await.len(), 1, "one abort handled");
