@@ -216,18 +216,29 @@ impl Progress {
     }
 }
 
+impl Progress {
+    /// `stream` (a reflector's: each event already applied to its store), taking every event
+    /// into this progress on its way.
+    pub fn track<S, K>(self, stream: S) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>
+    where
+        S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+        K: Resource,
+    {
+        stream.inspect(move |event| {
+            if let Ok(event) = event {
+                self.passed(event);
+            }
+        })
+    }
+}
+
 /// Drives a watch for ever, taking each event its store applied into `progress`.
 pub(super) async fn drain_tracked<S, K>(stream: S, progress: Progress)
 where
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
-    K: Resource,
+    K: Resource + Send,
 {
-    drain(stream.inspect(move |event| {
-        if let Ok(event) = event {
-            progress.passed(event);
-        }
-    }))
-    .await
+    drain(progress.track(stream)).await
 }
 
 /// A write: when, and the object the API server returned (None for a deletion).

@@ -403,12 +403,8 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
             }
         });
     let models = Controller::for_stream(
-        kube::runtime::reflector(model_writer, model_events)
-            .inspect(move |event| {
-                if let Ok(event) = event {
-                    model_progress.passed(event);
-                }
-            })
+        model_progress
+            .track(kube::runtime::reflector(model_writer, model_events))
             .applied_objects(),
         model_store,
     )
