@@ -12,6 +12,7 @@ pub mod policy_triggers;
 pub mod resources;
 pub mod rollback_policy;
 pub mod routes;
+pub mod written;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -177,7 +178,7 @@ pub struct Context {
     /// What the watches hold.
     pub stores: cache::Stores,
     /// This operator's writes the stores may not show yet.
-    pub written: cache::Written,
+    pub written: written::Written,
     /// The InferencePools rollguard owns (watched once a ModelDeployment routes to them).
     pub pools: cache::Pools,
     /// The traffic-split objects (each kind watched once one of them was read).
@@ -192,7 +193,7 @@ pub struct Caches {
     /// What the watches hold.
     pub stores: cache::Stores,
     /// This operator's writes the stores may not show yet (fed by the same watches).
-    pub written: cache::Written,
+    pub written: written::Written,
     /// The InferencePools rollguard owns.
     pub pools: cache::Pools,
     /// The traffic-split objects.
@@ -388,7 +389,7 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
     // controller which policies gained or lost users.
     let (model_store, model_writer) = kube::runtime::reflector::store();
     // This operator's writes the stores may not show yet; each watch tells them how far it has come.
-    let written = cache::Written::default();
+    let written = written::Written::default();
     let model_progress = written.models.progress();
     let (policy_wake, policy_woken) = futures::channel::mpsc::unbounded();
     let mut users = policy_triggers::PolicyUsers::default();

@@ -9,8 +9,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
 use super::Context;
-use super::cache::{self, Written};
+use super::cache;
 use super::resources::{self, Owner, canary_service_name, stable_service_name};
+use super::written::Written;
 use crate::api::{ModelDeployment, TrafficRouting, labels, owned_annotations};
 use crate::plan::{
     CanaryStepState, Observed, ObservedDeployment, ObservedRevision, PolicyObservation, RouteObservation,

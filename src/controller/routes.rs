@@ -23,7 +23,8 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use super::cache::{AbortOnDrop, Pending, drain_tracked, slim};
+use super::cache::{AbortOnDrop, drain_tracked, slim};
+use super::written::Pending;
 
 /// One kind's watch.
 struct Watched {
