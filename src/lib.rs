@@ -7,6 +7,7 @@
 //! - [`controller`]: the reconcilers (observe, plan, apply) and the operator's run loop.
 
 pub mod api;
+pub mod client;
 pub mod conditions;
 pub mod controller;
 pub mod kubectl;

@@ -127,7 +127,7 @@ async fn run(config: rollguard::controller::Config) -> ExitCode {
     // Every request the client makes is counted in rollguard_kube_requests_total.
     let metrics = std::sync::Arc::new(telemetry::Metrics::default());
     let client = match kube::Config::infer().await {
-        Ok(kube_config) => telemetry::requests::counted_client(kube_config, metrics.clone()),
+        Ok(kube_config) => rollguard::client::connect(kube_config, metrics.clone()),
         Err(err) => {
             tracing::error!(error = %err, "cannot read the Kubernetes client configuration (kubeconfig or in-cluster)");
             return ExitCode::FAILURE;

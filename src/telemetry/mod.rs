@@ -148,6 +148,13 @@ impl Metrics {
             .inc();
     }
 
+    /// The OpenMetrics text of every figure, as `/metrics` serves it.
+    pub fn text(&self) -> Result<String, std::fmt::Error> {
+        let mut body = String::new();
+        encode(&mut body, &self.registry)?;
+        Ok(body)
+    }
+
     /// Marks the operator ready (its controllers run).
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Relaxed);

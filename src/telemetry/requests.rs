@@ -126,9 +126,3 @@ where
         })
     }
 }
-
-/// A Kubernetes client from `config` whose requests are counted into `metrics`.
-pub fn counted_client(config: kube::Config, metrics: Arc<Metrics>) -> Result<kube::Client, kube::Error> {
-    let builder = kube::client::ClientBuilder::try_from(config)?;
-    Ok(builder.with_layer(&CountRequestsLayer::new(metrics)).build())
-}
