@@ -1,5 +1,5 @@
-//! The operator's own endpoints: /healthz, /readyz and /metrics, against the local control
-//! plane.
+//! The operator's own endpoints: /healthz, /readyz and /metrics, and the Events its recorder
+//! publishes, against the local control plane.
 
 mod support;
 
@@ -193,5 +193,97 @@ async fn steady_state_requests(backend: BackendKind, prefix: &str) {
         0.0,
         "steady-state reconciles read the route from the API server, not from its watch:\n{}",
         end.0
+    );
+}
+
+/// Events through the operator's recorder, on the real API server: a repeat of the same
+/// happening becomes the next count of the Event already published (one object, a series);
+/// another action is another Event; a repeat of an Event deleted meanwhile is published anew.
+#[tokio::test]
+async fn a_repeated_event_is_one_event_with_a_series_and_a_deleted_one_is_published_again() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::api::events::v1::Event as KubeEvent;
+    use kube::api::{Api, DeleteParams, ListParams, PostParams};
+    use kube::{Resource, ResourceExt};
+    use rollguard::controller::recorder::{Event, Recorder};
+
+    let cluster = cluster::cluster().await;
+    let ns = cluster::TestNamespace::create(&cluster.client, "recorder").await;
+    let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns.name);
+    let subject: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "subject"}})).expect("a ConfigMap");
+    let subject = maps
+        .create(&PostParams::default(), &subject)
+        .await
+        .expect("the subject is created");
+    let reference = subject.object_ref(&());
+    let recorder = Recorder::new(cluster.client.clone(), "rollguard-test", None);
+    let happening = |action: &str| Event {
+        warning: true,
+        reason: "Tested".into(),
+        action: action.into(),
+        note: format!("note of {action}"),
+    };
+    let events: Api<KubeEvent> = Api::namespaced(cluster.client.clone(), &ns.name);
+    let listed = |action: &'static str| {
+        let events = events.clone();
+        async move {
+            let all = events.list(&ListParams::default()).await.expect("Events list");
+            all.items
+                .into_iter()
+                .filter(|e| e.action.as_deref() == Some(action))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    recorder
+        .publish(&happening("first"), &reference)
+        .await
+        .expect("published");
+    recorder
+        .publish(&happening("first"), &reference)
+        .await
+        .expect("the repeat is published");
+    recorder
+        .publish(&happening("second"), &reference)
+        .await
+        .expect("published");
+    let first = listed("first").await;
+    assert_eq!(first.len(), 1, "a repeat is not a second Event: {first:?}");
+    let first = &first[0];
+    assert_eq!(
+        first.series.as_ref().map(|s| s.count),
+        Some(2),
+        "the repeat is counted: {first:?}"
+    );
+    assert_eq!(first.type_.as_deref(), Some("Warning"));
+    assert_eq!(first.reason.as_deref(), Some("Tested"));
+    assert_eq!(first.note.as_deref(), Some("note of first"));
+    assert_eq!(first.reporting_controller.as_deref(), Some("rollguard-test"));
+    assert_eq!(
+        first.regarding.as_ref().and_then(|r| r.name.as_deref()),
+        Some("subject")
+    );
+    let second = listed("second").await;
+    assert_eq!(second.len(), 1, "another action is another Event: {second:?}");
+    assert!(second[0].series.is_none(), "published once: {:?}", second[0]);
+    assert_eq!(recorder.remembered(), 2);
+
+    // The Event is gone from the API server (its TTL, or someone deleted it): the next
+    // repeat is a new Event rather than a failed series update.
+    events
+        .delete(&first.name_any(), &DeleteParams::default())
+        .await
+        .expect("the Event is deleted");
+    recorder
+        .publish(&happening("first"), &reference)
+        .await
+        .expect("published again");
+    let again = listed("first").await;
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_ne!(again[0].name_any(), first.name_any(), "a new Event");
+    assert!(
+        again[0].series.is_none(),
+        "a new Event starts a new count: {:?}",
+        again[0]
     );
 }

@@ -4,7 +4,6 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use k8s_openapi::api::core::v1::Service;
 use kube::Resource;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType};
 
 use super::resources::{self, Owner, canary_service_name, stable_service_name};
 use super::{Context, Error, FIELD_MANAGER, observe};
@@ -313,22 +312,17 @@ async fn apply_route(
 /// Publishes `ev` about `reference`; a failure is logged, not returned (an Event is never
 /// worth failing the reconcile for).
 pub(super) async fn publish(
-    recorder: &kube::runtime::events::Recorder,
+    recorder: &super::recorder::Recorder,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
     ev: &crate::plan::PlannedEvent,
 ) {
-    let event = Event {
-        type_: if ev.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
+    let event = super::recorder::Event {
+        warning: ev.warning,
         reason: ev.reason.to_string(),
-        note: Some(crate::truncate(&ev.note, 1024)),
+        note: crate::truncate(&ev.note, 1024),
         // The recorder folds events with the same reason and action into one series;
         // the note as action keeps distinct happenings (revision 2, then 3) apart.
         action: crate::truncate(&ev.note, 128),
-        secondary: None,
     };
     if let Err(e) = recorder.publish(&event, reference).await {
         tracing::warn!(error = %e, reason = ev.reason, "failed to publish Event");

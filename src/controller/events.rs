@@ -7,10 +7,10 @@ use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::recorder::Recorder;
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::Recorder;
 
 use crate::plan::PlannedEvent;
 

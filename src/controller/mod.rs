@@ -9,6 +9,7 @@ pub mod finalizer;
 pub mod model_deployment;
 pub mod observe;
 pub mod policy_triggers;
+pub mod recorder;
 pub mod resources;
 pub mod rollback_policy;
 pub mod routes;
@@ -21,13 +22,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
 use kube::runtime::controller::Controller;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{ModelDeployment, RollbackPolicy};
 pub use error::Error;
+use recorder::Recorder;
 
 pub use crate::FIELD_MANAGER;
 
@@ -215,13 +216,10 @@ impl Context {
             pools,
             routes,
         } = caches;
-        let reporter = Reporter {
-            controller: "rollguard".into(),
-            instance: std::env::var("POD_NAME")
-                .ok()
-                .or_else(|| std::env::var("HOSTNAME").ok()),
-        };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let instance = std::env::var("POD_NAME")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok());
+        let recorder = Recorder::new(client.clone(), "rollguard", instance);
         Context {
             events: events::Events::start(recorder.clone(), events::LANES),
             recorder,

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
@@ -116,12 +115,11 @@ pub fn error_policy(md: Arc<ModelDeployment>, err: &Error, ctx: Arc<Context>) ->
     if publish && err.needs_event() {
         let reference = md.object_ref(&());
         let recorder = ctx.recorder.clone();
-        let event = Event {
-            type_: EventType::Warning,
+        let event = super::recorder::Event {
+            warning: true,
             reason: category.to_string(),
-            note: Some(crate::truncate(&format!("{message}; retrying in {delay:?}"), 1024)),
+            note: crate::truncate(&format!("{message}; retrying in {delay:?}"), 1024),
             action: "Reconcile".into(),
-            secondary: None,
         };
         // error_policy cannot wait; the Event goes out on its own.
         tokio::spawn(async move {
