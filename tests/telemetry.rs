@@ -217,11 +217,17 @@ async fn a_repeated_event_is_one_event_with_a_series_and_a_deleted_one_is_publis
         .expect("the subject is created");
     let reference = subject.object_ref(&());
     let recorder = Recorder::new(cluster.client.clone(), "rollguard-test", None);
-    let happening = |action: &str| Event {
-        warning: true,
-        reason: "Tested".into(),
-        action: action.into(),
-        note: format!("note of {action}"),
+    let publish = |action: &'static str| {
+        let (recorder, reference) = (recorder.clone(), reference.clone());
+        async move {
+            let happening = Event {
+                warning: true,
+                reason: "Tested".into(),
+                action: action.into(),
+                note: format!("note of {action}"),
+            };
+            recorder.publish(&happening, &reference).await
+        }
     };
     let events: Api<KubeEvent> = Api::namespaced(cluster.client.clone(), &ns.name);
     let listed = |action: &'static str| {
@@ -235,18 +241,9 @@ async fn a_repeated_event_is_one_event_with_a_series_and_a_deleted_one_is_publis
         }
     };
 
-    recorder
-        .publish(&happening("first"), &reference)
-        .await
-        .expect("published");
-    recorder
-        .publish(&happening("first"), &reference)
-        .await
-        .expect("the repeat is published");
-    recorder
-        .publish(&happening("second"), &reference)
-        .await
-        .expect("published");
+    publish("first").await.expect("published");
+    publish("first").await.expect("the repeat is published");
+    publish("second").await.expect("published");
     let first = listed("first").await;
     assert_eq!(first.len(), 1, "a repeat is not a second Event: {first:?}");
     let first = &first[0];
@@ -274,10 +271,7 @@ async fn a_repeated_event_is_one_event_with_a_series_and_a_deleted_one_is_publis
         .delete(&first.name_any(), &DeleteParams::default())
         .await
         .expect("the Event is deleted");
-    recorder
-        .publish(&happening("first"), &reference)
-        .await
-        .expect("published again");
+    publish("first").await.expect("published again");
     let again = listed("first").await;
     assert_eq!(again.len(), 1, "{again:?}");
     assert_ne!(again[0].name_any(), first.name_any(), "a new Event");
