@@ -12,6 +12,7 @@ mod support;
 
 use std::time::Duration;
 
+use kube::ResourceExt;
 use kube::api::ListParams;
 use rollguard::api::labels::{CANARY_STEP, ROLLBACK_STEP};
 use rollguard::api::{ModelDeployment, Phase, RevisionPhase};
@@ -512,4 +513,59 @@ async fn a_deployment_watch_that_delivers_nothing_does_not_restart_a_rollback_ho
     assert_eq!(weights(&log), vec![60, 50, 20, 0], "each step of the walk once");
     s.assert_history(&md, &[1, 2]).await;
     assert_eq!(s.apis.events("chat", "Aborted").await.len(), 1, "one abort handled");
+}
+
+#[tokio::test]
+async fn an_abort_takes_the_weight_off_while_a_reconcile_of_the_same_model_deployment_hangs() {
+    let s = Scene::new("fault-lane").await;
+    let steps = json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]);
+    let _op = s.operator_behind_proxy();
+    s.apis.roll_out("chat", &["v1"], 1, canary(steps)).await;
+    s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    wait_weight(&s.apis, 20).await;
+    s.apis
+        .wait_md("chat", "paused at 20%", SECS_60, |md| {
+            md.status
+                .as_ref()
+                .is_some_and(|st| st.phase == Some(Phase::Paused) && st.canary_weight == Some(20))
+        })
+        .await;
+    let log = record_weights(&s.apis).await;
+
+    // The promote's reconcile plans 50% and writes the canary's Deployment (its step) before
+    // the weight: that write hangs, so the reconcile stays under way.
+    let mut held = s.proxy.hold(|r| r.write_to("/deployments/chat-r2"));
+    s.apis.annotate("chat", "rollguard.dev/promote", "true").await;
+    let request = held.arrived().await;
+
+    // The abort does not wait for it.
+    s.apis.annotate("chat", "rollguard.dev/abort", "true").await;
+    wait_weight(&s.apis, 0).await;
+    assert_eq!(
+        s.apis.step_on("chat-r2", CANARY_STEP).await.map(|st| st.index),
+        Some(1),
+        "the reconcile is still held at its Deployment write ({request}) when the weight is 0"
+    );
+
+    // Once its write goes through, the reconcile planned before the abort writes no weight.
+    held.release();
+    let md = s
+        .apis
+        .wait_md("chat", "Degraded after the abort, the abort handled", SECS_60, |md| {
+            let handled = !md.annotations().contains_key("rollguard.dev/abort");
+            handled
+                && md
+                    .status
+                    .as_ref()
+                    .is_some_and(|st| st.phase == Some(Phase::Degraded) && st.canary_weight.unwrap_or(0) == 0)
+        })
+        .await;
+    let status = md.status.expect("status");
+    assert_eq!(status.stable_revision, Some(1));
+    assert_eq!(route_weights(&s.apis).await.map(|w| w.canary), Some(0));
+    assert_eq!(
+        weights(&log),
+        vec![20, 0],
+        "the canary never got 50%, not even for a moment"
+    );
 }

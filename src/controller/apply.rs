@@ -37,6 +37,7 @@ pub async fn apply(
     observed: &Observed,
     read: observe::Read,
     plan: &Plan,
+    began: std::time::Instant,
 ) -> Result<Writes, Error> {
     let route = read.route;
     let (client, written) = (&ctx.client, &ctx.written);
@@ -90,7 +91,7 @@ pub async fn apply(
     // side serves already, and every write before it would delay the rollback.
     let route_first = takes_weight_off_canary(plan, observed, route.as_ref());
     let route = if route_first {
-        writes.extend(apply_route(ctx, md, owner, plan, route).await?);
+        writes.extend(apply_route(ctx, md, owner, plan, route, Some(began)).await?);
         None
     } else {
         route
@@ -172,7 +173,7 @@ pub async fn apply(
     }
 
     if !route_first {
-        writes.extend(apply_route(ctx, md, owner, plan, route).await?);
+        writes.extend(apply_route(ctx, md, owner, plan, route, Some(began)).await?);
     }
 
     let crs: Api<ControllerRevision> = Api::namespaced(client.clone(), ns);
@@ -200,6 +201,10 @@ pub async fn apply(
         }
     }
 
+    // A status planned before the abort lane's write would describe a weight no longer there.
+    if superseded(ctx, owner, Some(began)) {
+        return Err(Error::Superseded(key));
+    }
     if md.status.as_ref() != Some(&plan.status) {
         let patch = serde_json::json!({
             "apiVersion": "rollguard.dev/v1alpha1",
@@ -260,7 +265,7 @@ fn changed_fields(before: Option<&ModelDeploymentStatus>, after: &ModelDeploymen
 
 /// Whether the plan only lowers the canary's weight on the route, while the stable Service
 /// keeps its target: such a write needs nothing written before it.
-fn takes_weight_off_canary(plan: &Plan, observed: &Observed, route: Option<&crate::traffic::Route>) -> bool {
+pub(super) fn takes_weight_off_canary(plan: &Plan, observed: &Observed, route: Option<&crate::traffic::Route>) -> bool {
     let (Some(weight), Some(route)) = (plan.route_weight, route) else {
         return false;
     };
@@ -271,13 +276,21 @@ fn takes_weight_off_canary(plan: &Plan, observed: &Observed, route: Option<&crat
 /// while the canary has weight: added before a weight above 0, removed after the weight is
 /// back to 0 (so a deletion resets the route). A route that could not be read keeps the
 /// finalizer as it is. Returns the writes.
-async fn apply_route(
+///
+/// `began`: when the reconcile that planned this began. Nothing is written once the abort
+/// lane has written this route since ([`Error::Superseded`]); the lane itself passes None.
+pub(super) async fn apply_route(
     ctx: &Context,
     md: &ModelDeployment,
     owner: &Owner,
     plan: &Plan,
     route: Option<crate::traffic::Route>,
+    began: Option<std::time::Instant>,
 ) -> Result<Vec<String>, Error> {
+    let key = || format!("{}/{}", owner.namespace, owner.name);
+    if superseded(ctx, owner, began) {
+        return Err(Error::Superseded(key()));
+    }
     let mut writes = Vec::new();
     let hold = md.spec.traffic_routing.is_some()
         && match (plan.route_weight, route.as_ref().map(|r| r.weights.canary)) {
@@ -293,9 +306,12 @@ async fn apply_route(
         let router = observe::router_for(&ctx.client, owner, routing);
         if let Some(router) = router.filter(|_| route.weights.canary != weight) {
             let written = router
-                .write(route, weight)
+                .write_unless(route, weight, || superseded(ctx, owner, began))
                 .await
-                .map_err(|e| Error::Route(format!("{}/{}", owner.namespace, owner.name), e))?;
+                .map_err(|e| Error::Route(key(), e))?;
+            let crate::traffic::Written::Route(written) = written else {
+                return Err(Error::Superseded(key()));
+            };
             if let Ok(object) = serde_json::from_value(written.object().clone()) {
                 ctx.routes.wrote(&router.resource(), object);
             }
@@ -307,6 +323,14 @@ async fn apply_route(
         writes.push("traffic finalizer removed".to_string());
     }
     Ok(writes)
+}
+
+/// Whether the abort lane began a weight write to `owner`'s route after `began`.
+fn superseded(ctx: &Context, owner: &Owner, began: Option<std::time::Instant>) -> bool {
+    began.is_some_and(|since| {
+        let key = kube::runtime::reflector::ObjectRef::new(&owner.name).within(&owner.namespace);
+        ctx.lane.superseded(&key, since)
+    })
 }
 
 /// Publishes `ev` about `reference`; a failure is logged, not returned (an Event is never

@@ -60,14 +60,23 @@ pub enum Error {
     /// Removing a handled annotation failed.
     #[error("failed to remove annotation {1} from ModelDeployment {0}")]
     ConsumeAnnotation(String, &'static str, #[source] kube::Error),
+
+    /// The abort lane took the weight off the canary while this reconcile was under way: it
+    /// planned from what came before, so it stops and is run again at once.
+    #[error("the abort lane wrote the route of ModelDeployment {0} meanwhile; planned again")]
+    Superseded(String),
 }
 
 impl Error {
     /// Whether a user should see the failure as a Warning Event: not when the plan already
     /// reported it in status and Events (a traffic-split object that cannot be used), nor
-    /// when it needs no one (a request that changed while it was handled, planned again).
+    /// when it needs no one (a request that changed while it was handled, or a route the
+    /// abort lane wrote meanwhile: planned again).
     pub fn needs_event(&self) -> bool {
-        !matches!(self, Error::RouteUnusable(..) | Error::AnnotationChanged(..))
+        !matches!(
+            self,
+            Error::RouteUnusable(..) | Error::AnnotationChanged(..) | Error::Superseded(..)
+        )
     }
 
     /// A stable, low-cardinality category for metric labels and Event reasons.
@@ -87,6 +96,7 @@ impl Error {
             Error::Route(_, e) => e.reason(),
             Error::RouteUnusable(_, reason, _) => reason,
             Error::AnnotationChanged(..) => "AnnotationChanged",
+            Error::Superseded(..) => "Superseded",
         }
     }
 }

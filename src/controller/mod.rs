@@ -6,6 +6,7 @@ pub mod error;
 pub mod evaluate;
 pub mod events;
 pub mod finalizer;
+pub mod lane;
 pub mod model_deployment;
 pub mod observe;
 pub mod policy_triggers;
@@ -187,6 +188,8 @@ pub struct Context {
     /// The label selector of the ModelDeployments this operator reconciles, when it runs
     /// one shard of a fleet.
     pub shard: Option<String>,
+    /// The abort lane's writes (see [`lane`]).
+    pub lane: lane::Lane,
 }
 
 /// What a reconcile observes through, for [`Context::new`].
@@ -233,6 +236,7 @@ impl Context {
             pools,
             routes,
             shard: None,
+            lane: lane::Lane::default(),
         }
     }
 
@@ -269,6 +273,7 @@ impl Context {
         self.record_success(obj);
         self.evaluators.forget(obj);
         self.written.forget(obj);
+        self.lane.forget(obj);
         let (namespace, name) = (obj.namespace.as_deref().unwrap_or_default(), obj.name.as_str());
         let canary = resources::canary_service_name(name);
         self.pools.written.forget(namespace, |n| n == name || n == canary);
@@ -401,9 +406,18 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
                 }
             }
         });
+    // A request that takes the weight off a canary goes to the abort lane when it arrives,
+    // once the store holds it (the lane plans from the store).
+    let (urgent, urgent_requests) = futures::channel::mpsc::unbounded();
+    let mut arrivals = lane::Arrivals::default();
     let models = Controller::for_stream(
         model_progress
             .track(kube::runtime::reflector(model_writer, model_events))
+            .inspect(move |event| {
+                if let Some(key) = event.as_ref().ok().and_then(|e| arrivals.arrived(e)) {
+                    let _ = urgent.unbounded_send(key);
+                }
+            })
             .applied_objects(),
         model_store,
     )
@@ -446,6 +460,13 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
         }
         _ = shutdown.clone().requested() => return Ok(()),
     }
+    let lane_ctx = ctx.clone();
+    let _lane = cache::AbortOnDrop(tokio::spawn(async move {
+        let mut requests = urgent_requests;
+        while let Some(key) = requests.next().await {
+            lane::spawn(&lane_ctx, key);
+        }
+    }));
     // A changed RollbackPolicy is looked at again by every ModelDeployment that uses it.
     let model_store = stores.models.clone();
     let models = models

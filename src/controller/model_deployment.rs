@@ -24,9 +24,6 @@ async fn reconcile_inner(
     ctx: &Arc<Context>,
     started: std::time::Instant,
 ) -> Result<Action, Error> {
-    let namespace = cached
-        .namespace()
-        .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
     let key = ObjectRef::from(cached.as_ref());
     // The cache can lag behind this operator's own last writes (status, then the removal of
     // a handled annotation); planning from it could handle a request twice. `cache::model`
@@ -35,14 +32,7 @@ async fn reconcile_inner(
         ctx.forget(&key);
         return Ok(Action::await_change());
     };
-    let reference = md
-        .controller_owner_ref(&())
-        .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
-    let owner = Owner {
-        name: md.name_any(),
-        namespace,
-        reference,
-    };
+    let owner = owner_of(&md).map_err(Error::MissingObjectKey)?;
     if md.metadata.deletion_timestamp.is_some() {
         // Owner references delete the children; a route still sending traffic to the canary
         // goes back to stable first.
@@ -60,7 +50,14 @@ async fn reconcile_inner(
     if let Some(r) = new_rollback(before, plan.status.last_rollback.as_ref()) {
         ctx.metrics.rollback_started(&format!("{:?}", r.trigger));
     }
-    let writes = apply::apply(ctx, &md, &owner, &observed, read, &plan).await?;
+    let writes = match apply::apply(ctx, &md, &owner, &observed, read, &plan, started).await {
+        // Planned before the abort lane wrote the route: plan again on what is there now.
+        Err(Error::Superseded(name)) => {
+            tracing::debug!(object = %name, "the abort lane wrote the route meanwhile; planning again");
+            return Ok(Action::requeue(std::time::Duration::ZERO));
+        }
+        result => result?,
+    };
     if !writes.0.is_empty() {
         tracing::info!(
             namespace = %owner.namespace,
@@ -83,8 +80,20 @@ async fn reconcile_inner(
         ));
     }
     ctx.record_success(&key);
+    ctx.lane.settled(&key, started);
     let requeue = plan.requeue_after.map_or(ctx.resync, |r| r.min(ctx.resync));
     Ok(Action::requeue(requeue))
+}
+
+/// The owner `md`'s children name (and their namespace); Err: the metadata field missing.
+pub(super) fn owner_of(md: &ModelDeployment) -> Result<Owner, &'static str> {
+    let namespace = md.namespace().ok_or(".metadata.namespace")?;
+    let reference = md.controller_owner_ref(&()).ok_or(".metadata.uid")?;
+    Ok(Owner {
+        name: md.name_any(),
+        namespace,
+        reference,
+    })
 }
 
 /// The rollback a plan starts, if its record differs from the one in status.

@@ -332,6 +332,15 @@ impl Route {
     }
 }
 
+/// What [`Router::write_unless`] did.
+#[derive(Clone, Debug)]
+pub enum Written {
+    /// The weights are on the route (written, or there already): the route as it is now.
+    Route(Route),
+    /// Nothing written: the weight was superseded. The route as last read.
+    Superseded(Route),
+}
+
 /// How often a weight write is tried again after someone else changed the object between
 /// its read and the write.
 const WRITE_ATTEMPTS: usize = 4;
@@ -355,12 +364,30 @@ impl Router {
     /// so no edit of theirs is overwritten. Returns the route as the API server wrote it (as
     /// read, when its weights were `weight` already).
     pub async fn write(&self, route: Route, weight: i32) -> Result<Route, RouterError> {
+        match self.write_unless(route, weight, || false).await? {
+            Written::Route(route) | Written::Superseded(route) => Ok(route),
+        }
+    }
+
+    /// [`Router::write`], unless `superseded()` says, before a write is sent, that the weight
+    /// is no longer wanted (another writer took the weight off the canary since it was
+    /// planned): then nothing is written, not even again after a conflict, and the route
+    /// is returned as last read.
+    pub async fn write_unless(
+        &self,
+        route: Route,
+        weight: i32,
+        superseded: impl Fn() -> bool,
+    ) -> Result<Written, RouterError> {
         let mut object = route.object;
         let mut attempt = 1;
         loop {
             let field = (self.kind.edit)(&object, &self.target, weight).ok_or_else(|| self.not_referenced())?;
             if object.get("spec").and_then(|s| s.get(self.kind.field)) == Some(&field) {
-                return self.route_from(object);
+                return self.route_from(object).map(Written::Route);
+            }
+            if superseded() {
+                return self.route_from(object).map(Written::Superseded);
             }
             // The field is an atomic list upstream: apply it whole, as read, with only the
             // backends and weights changed.
@@ -385,7 +412,9 @@ impl Router {
             match applied {
                 // Read back from what the API server returned for the write: no second GET.
                 Ok(applied) => {
-                    return self.route_from(serde_json::to_value(applied).unwrap_or_default());
+                    return self
+                        .route_from(serde_json::to_value(applied).unwrap_or_default())
+                        .map(Written::Route);
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 && attempt < WRITE_ATTEMPTS => {
                     tracing::debug!(route = %self.target.name, attempt, "the route changed since it was read; reading it again");

@@ -42,8 +42,16 @@ struct Rule {
     fired: Option<oneshot::Sender<String>>,
 }
 
+/// A request held back before it is forwarded, until the [`Hold`] is released.
+struct HoldRule {
+    matches: Matcher,
+    arrived: Option<oneshot::Sender<String>>,
+    released: tokio::sync::watch::Receiver<bool>,
+}
+
 struct Shared {
     rule: Mutex<Option<Rule>>,
+    hold: Mutex<Option<HoldRule>>,
     /// A fragment of the paths whose watches deliver nothing for now.
     stalled: tokio::sync::watch::Sender<Option<String>>,
     /// Chunks of watch answers held back while stalled.
@@ -68,6 +76,35 @@ impl Drop for Stall {
     }
 }
 
+/// The first request a [`FaultProxy::hold`] rule matched: it waits in the proxy, not sent to
+/// the API server, until this is released or dropped.
+pub struct Hold {
+    arrived: Option<oneshot::Receiver<String>>,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+impl Hold {
+    /// Waits (60 s at most) until the request arrived; returns its method and path.
+    pub async fn arrived(&mut self) -> String {
+        let arrived = self.arrived.take().expect("Hold::arrived is awaited once");
+        tokio::time::timeout(std::time::Duration::from_secs(60), arrived)
+            .await
+            .unwrap_or_else(|_| panic!("no matching request reached the proxy within 60s"))
+            .expect("the proxy reports the held request")
+    }
+
+    /// Sends the request on to the API server.
+    pub fn release(&self) {
+        self.release.send_replace(true);
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// The proxy; it stops when dropped.
 pub struct FaultProxy {
     shared: Arc<Shared>,
@@ -81,6 +118,7 @@ impl FaultProxy {
     pub async fn start(client: &Client) -> FaultProxy {
         let shared = Arc::new(Shared {
             rule: Mutex::new(None),
+            hold: Mutex::new(None),
             stalled: tokio::sync::watch::Sender::new(None),
             held_back: std::sync::atomic::AtomicUsize::new(0),
         });
@@ -153,6 +191,28 @@ impl FaultProxy {
 }
 
 impl FaultProxy {
+    /// Holds the next request that `matches` accepts in the proxy, before the API server sees
+    /// it, until the returned [`Hold`] is released (as a write stuck on a slow API server
+    /// would be): the operator's reconcile that made it waits, the rest of the operator goes on.
+    pub fn hold<F>(&self, matches: F) -> Hold
+    where
+        F: Fn(&Seen<'_>) -> bool + Send + Sync + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let (release, released) = tokio::sync::watch::channel(false);
+        if let Ok(mut slot) = self.shared.hold.lock() {
+            *slot = Some(HoldRule {
+                matches: Box::new(matches),
+                arrived: Some(tx),
+                released,
+            });
+        }
+        Hold {
+            arrived: Some(rx),
+            release,
+        }
+    }
+
     /// Holds back what the watches whose path contains `fragment` deliver (their connections
     /// stay open, as a congested or half-dead connection would) until the returned guard is
     /// dropped; then they deliver everything held back, in order.
@@ -203,6 +263,23 @@ async fn forward(State((client, shared)): State<(Client, Arc<Shared>)>, request:
         }
         Err(_) => None,
     };
+    // Whether this request is the one to hold back.
+    let held = match shared.hold.lock() {
+        Ok(mut slot) => {
+            if slot.as_ref().is_some_and(|rule| (rule.matches)(&seen)) {
+                slot.take()
+            } else {
+                None
+            }
+        }
+        Err(_) => None,
+    };
+    if let Some(mut rule) = held {
+        if let Some(tx) = rule.arrived.take() {
+            let _ = tx.send(format!("{} {path}", parts.method));
+        }
+        let _ = rule.released.wait_for(|released| *released).await;
+    }
     let mut builder = http::Request::builder().method(parts.method.clone()).uri(path.as_str());
     for (name, value) in &parts.headers {
         if name != http::header::HOST && name != http::header::CONTENT_LENGTH {
