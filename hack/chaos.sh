@@ -21,6 +21,7 @@ ROWS=(
   "faults|killed_in_the_guard_window_the_window_is_kept_and_a_breach_still_rolls_back|SIGKILL after the promotion's status write|guard window|window start kept, breach rolls back"
   "faults|killed_during_verification_the_window_keeps_its_start_and_passes_once|SIGKILL after the rollback's status write|verification window|window start kept, Passed once"
   "faults|an_abort_takes_the_weight_off_while_a_reconcile_of_the_same_model_deployment_hangs|a reconcile's write held, abort meanwhile|canary pause, promote under way|all to stable at once, never the promote's weight"
+  "faults|a_breach_takes_the_weight_off_while_a_reconcile_of_the_same_model_deployment_hangs|a reconcile's write held, Critical breach meanwhile|canary pause, promote under way|all to stable at once, never the promote's weight"
   "apiserver_restart|a_control_plane_restart_mid_pause_and_mid_rollback_resumes_where_it_was_and_writes_nothing_twice|etcd + API server restart|timed pause, gradual hold|resumes on its clocks, nothing twice"
   "leader|a_leader_killed_at_50_percent_is_followed_without_a_double_step_and_a_promote_written_meanwhile_applies_once|leader SIGKILL after a weight write|canary at 50%, promote meanwhile|no double step, promote once"
   "canary|a_canary_walking_its_steps_never_flaps|none (every status watched)|six-step canary, three pauses|nothing flaps"

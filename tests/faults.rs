@@ -515,12 +515,15 @@ async fn a_deployment_watch_that_delivers_nothing_does_not_restart_a_rollback_ho
     assert_eq!(s.apis.events("chat", "Aborted").await.len(), 1, "one abort handled");
 }
 
-#[tokio::test]
-async fn an_abort_takes_the_weight_off_while_a_reconcile_of_the_same_model_deployment_hangs() {
-    let s = Scene::new("fault-lane").await;
+/// Rolls `chat` out with `spec` (canary steps 20%, pause, 50%, pause) through the proxy, to
+/// v2 paused at 20%; then holds the Deployment write of the reconcile that a `promote`
+/// starts (it plans 50% and writes the canary's step before the weight), so that reconcile
+/// stays under way. Returns the route's weights from then on, the hold and the held request.
+async fn promote_held(s: &Scene, mut spec: serde_json::Value) -> (WeightLog, support::fault_proxy::Hold, String) {
     let steps = json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]);
-    let _op = s.operator_behind_proxy();
-    s.apis.roll_out("chat", &["v1"], 1, canary(steps)).await;
+    spec["strategy"] = json!({"canary": {"steps": steps}});
+    spec["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "chat"}});
+    s.apis.roll_out("chat", &["v1"], 1, spec).await;
     s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
     wait_weight(&s.apis, 20).await;
     s.apis
@@ -531,21 +534,32 @@ async fn an_abort_takes_the_weight_off_while_a_reconcile_of_the_same_model_deplo
         })
         .await;
     let log = record_weights(&s.apis).await;
-
-    // The promote's reconcile plans 50% and writes the canary's Deployment (its step) before
-    // the weight: that write hangs, so the reconcile stays under way.
     let mut held = s.proxy.hold(|r| r.write_to("/deployments/chat-r2"));
     s.apis.annotate("chat", "rollguard.dev/promote", "true").await;
     let request = held.arrived().await;
+    (log, held, request)
+}
 
-    // The abort does not wait for it.
-    s.apis.annotate("chat", "rollguard.dev/abort", "true").await;
+/// Waits for 100% on stable and checks that the reconcile is still held at its Deployment
+/// write (the canary's step there is still the pause at 20%).
+async fn assert_stable_while_held(s: &Scene, request: &str) {
     wait_weight(&s.apis, 0).await;
     assert_eq!(
         s.apis.step_on("chat-r2", CANARY_STEP).await.map(|st| st.index),
         Some(1),
         "the reconcile is still held at its Deployment write ({request}) when the weight is 0"
     );
+}
+
+#[tokio::test]
+async fn an_abort_takes_the_weight_off_while_a_reconcile_of_the_same_model_deployment_hangs() {
+    let s = Scene::new("fault-lane").await;
+    let _op = s.operator_behind_proxy();
+    let (log, held, request) = promote_held(&s, json!({})).await;
+
+    // The abort does not wait for it.
+    s.apis.annotate("chat", "rollguard.dev/abort", "true").await;
+    assert_stable_while_held(&s, &request).await;
 
     // Once its write goes through, the reconcile planned before the abort writes no weight.
     held.release();
@@ -562,6 +576,32 @@ async fn an_abort_takes_the_weight_off_while_a_reconcile_of_the_same_model_deplo
         .await;
     let status = md.status.expect("status");
     assert_eq!(status.stable_revision, Some(1));
+    assert_eq!(route_weights(&s.apis).await.map(|w| w.canary), Some(0));
+    assert_eq!(
+        weights(&log),
+        vec![20, 0],
+        "the canary never got 50%, not even for a moment"
+    );
+}
+
+#[tokio::test]
+async fn a_breach_takes_the_weight_off_while_a_reconcile_of_the_same_model_deployment_hangs() {
+    use support::slow_provider::Answer;
+    let s = Scene::new("fault-lane-breach").await;
+    let provider = judged_by(&s, "1h").await;
+    let _op = s.operator_behind_proxy();
+    let (log, held, request) = promote_held(&s, json!({"rollbackPolicyRef": {"name": "llm"}})).await;
+
+    // The canary's Critical trigger fires: the rollback does not wait for the reconcile.
+    provider.set(Answer::Respond(200, BREACH));
+    assert_stable_while_held(&s, &request).await;
+
+    held.release();
+    let record = s
+        .apis
+        .wait_rolled_back("chat", 1, Some(rollguard::api::RollbackTrigger::Metric))
+        .await;
+    assert_eq!((record.from_revision, record.to_revision), (2, 1));
     assert_eq!(route_weights(&s.apis).await.map(|w| w.canary), Some(0));
     assert_eq!(
         weights(&log),

@@ -106,16 +106,24 @@ pub struct Evaluators {
     tasks: Mutex<HashMap<ObjectRef<ModelDeployment>, Task>>,
     providers: Providers,
     wake: UnboundedSender<ObjectRef<ModelDeployment>>,
+    /// Where a judgement that rolls back also goes: the abort lane (see [`super::lane`]).
+    lane: Option<UnboundedSender<ObjectRef<ModelDeployment>>>,
     metrics: Arc<Metrics>,
 }
 
 impl Evaluators {
+    /// Sends each ModelDeployment whose triggers decide to roll back to `lane` too.
+    pub fn set_lane(&mut self, lane: UnboundedSender<ObjectRef<ModelDeployment>>) {
+        self.lane = Some(lane);
+    }
+
     /// Evaluators that wake a ModelDeployment's reconcile through `wake` when they publish.
     pub fn new(wake: UnboundedSender<ObjectRef<ModelDeployment>>, metrics: Arc<Metrics>) -> Self {
         Evaluators {
             tasks: Mutex::new(HashMap::new()),
             providers: Providers::default(),
             wake,
+            lane: None,
             metrics,
         }
     }
@@ -198,7 +206,10 @@ impl Evaluators {
             recorded,
             prometheus,
             latest.clone(),
-            self.wake.clone(),
+            Wake {
+                reconcile: self.wake.clone(),
+                lane: self.lane.clone(),
+            },
             key,
             self.metrics.clone(),
         );
@@ -215,14 +226,21 @@ fn newest(entries: &[TriggerAnalysis]) -> Option<Timestamp> {
         .max()
 }
 
+/// Whom a publication wakes: the reconcile, and the abort lane when it rolls back.
+struct Wake {
+    reconcile: UnboundedSender<ObjectRef<ModelDeployment>>,
+    lane: Option<UnboundedSender<ObjectRef<ModelDeployment>>>,
+}
+
 /// The task: wait until the triggers are due, query them all at once, publish, wake the
-/// reconcile, repeat. Ends when the operator stops listening.
+/// reconcile (and the abort lane, for a rollback), repeat. Ends when the operator stops
+/// listening.
 async fn evaluate_every_interval(
     job: Job,
     mut recorded: Vec<TriggerAnalysis>,
     prometheus: Prometheus,
     latest: Latest,
-    wake: UnboundedSender<ObjectRef<ModelDeployment>>,
+    wake: Wake,
     key: ObjectRef<ModelDeployment>,
     metrics: Arc<Metrics>,
 ) {
@@ -259,8 +277,12 @@ async fn evaluate_every_interval(
             "triggers evaluated"
         );
         recorded = judgement.analysis.clone();
+        let rolls_back = matches!(judgement.decision, Decision::Rollback { .. });
         *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(judgement);
-        if wake.unbounded_send(key.clone()).is_err() {
+        if let Some(lane) = wake.lane.as_ref().filter(|_| rolls_back) {
+            let _ = lane.unbounded_send(key.clone());
+        }
+        if wake.reconcile.unbounded_send(key.clone()).is_err() {
             return;
         }
     }

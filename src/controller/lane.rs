@@ -1,7 +1,8 @@
 //! The abort lane: a request that takes the weight off the canary (`abort`, `rollback-to`)
 //! is written onto the traffic-split object as soon as the ModelDeployment's watch shows it,
-//! not after a reconcile of the same ModelDeployment under way (the controller never runs
-//! two at once) or behind the reconciles of a whole fleet queued before it.
+//! and a rollback the triggers decide as soon as it is published, not after a reconcile of
+//! the same ModelDeployment under way (the controller never runs two at once) or behind the
+//! reconciles of a whole fleet queued before it.
 //!
 //! The lane plans from the caches as a reconcile does and, when the plan takes all weight
 //! off the canary while the stable Service keeps what it selects (the write a reconcile
@@ -109,9 +110,18 @@ impl Arrivals {
     }
 }
 
+/// Why the lane runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// An `abort` or `rollback-to` arrived.
+    Request,
+    /// The triggers decided to roll back.
+    Breach,
+}
+
 /// Runs the lane for `key` off the caller's path, unless a run for it is under way (the
 /// reconcile that follows sees what came meanwhile).
-pub fn spawn(ctx: &Arc<Context>, key: ObjectRef<ModelDeployment>) {
+pub fn spawn(ctx: &Arc<Context>, key: ObjectRef<ModelDeployment>, why: Why) {
     {
         let mut running = ctx.lane.running.lock().unwrap_or_else(|e| e.into_inner());
         if !running.insert(key.clone()) {
@@ -120,17 +130,18 @@ pub fn spawn(ctx: &Arc<Context>, key: ObjectRef<ModelDeployment>) {
     }
     let ctx = ctx.clone();
     tokio::spawn(async move {
-        run(&ctx, &key).await;
+        run(&ctx, &key, why).await;
         ctx.lane.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
     });
 }
 
 /// Plans `key` from the caches and writes the weight when the plan takes it off the canary.
-async fn run(ctx: &Context, key: &ObjectRef<ModelDeployment>) {
+async fn run(ctx: &Context, key: &ObjectRef<ModelDeployment>, why: Why) {
     let Some(md) = cache::model(&ctx.stores, &ctx.written, key) else {
         return;
     };
-    if !requested(&md) {
+    let routed = md.spec.traffic_routing.is_some() && md.metadata.deletion_timestamp.is_none();
+    if !routed || (why == Why::Request && !requested(&md)) {
         return;
     }
     let Ok(owner) = model_deployment::owner_of(&md) else {
@@ -154,6 +165,7 @@ async fn run(ctx: &Context, key: &ObjectRef<ModelDeployment>) {
                 name = %owner.name,
                 wrote = %writes.join(", "),
                 ms = started.elapsed().as_millis() as u64,
+                ?why,
                 "took the weight off the canary ahead of the reconcile"
             );
         }

@@ -449,6 +449,8 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
         },
     );
     ctx.shard = config.selector.clone();
+    let (breaches, breached) = futures::channel::mpsc::unbounded();
+    ctx.evaluators.set_lane(breaches);
     let ctx = Arc::new(ctx);
     let publisher = ctx.clone();
     // Planning from a cache that has not listed its objects yet would recreate what exists.
@@ -462,9 +464,12 @@ pub async fn run(client: Client, metrics: Arc<crate::telemetry::Metrics>, config
     }
     let lane_ctx = ctx.clone();
     let _lane = cache::AbortOnDrop(tokio::spawn(async move {
-        let mut requests = urgent_requests;
-        while let Some(key) = requests.next().await {
-            lane::spawn(&lane_ctx, key);
+        let mut urgent = futures::stream::select(
+            urgent_requests.map(|key| (key, lane::Why::Request)),
+            breached.map(|key| (key, lane::Why::Breach)),
+        );
+        while let Some((key, why)) = urgent.next().await {
+            lane::spawn(&lane_ctx, key, why);
         }
     }));
     // A changed RollbackPolicy is looked at again by every ModelDeployment that uses it.
