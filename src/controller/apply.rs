@@ -202,7 +202,7 @@ pub async fn apply(
     }
 
     // A status planned before the abort lane's write would describe a weight no longer there.
-    if superseded(ctx, owner, Some(began)) {
+    if superseded(ctx, owner, plan, Some(began)) {
         return Err(Error::Superseded(key));
     }
     if md.status.as_ref() != Some(&plan.status) {
@@ -277,8 +277,9 @@ pub(super) fn takes_weight_off_canary(plan: &Plan, observed: &Observed, route: O
 /// back to 0 (so a deletion resets the route). A route that could not be read keeps the
 /// finalizer as it is. Returns the writes.
 ///
-/// `began`: when the reconcile that planned this began. Nothing is written once the abort
-/// lane has written this route since ([`Error::Superseded`]); the lane itself passes None.
+/// `began`: when the reconcile that planned this began. A plan made before the abort lane
+/// took all weight off this route writes nothing ([`Error::Superseded`], see
+/// [`superseded`]); the lane itself passes None.
 pub(super) async fn apply_route(
     ctx: &Context,
     md: &ModelDeployment,
@@ -288,7 +289,7 @@ pub(super) async fn apply_route(
     began: Option<std::time::Instant>,
 ) -> Result<Vec<String>, Error> {
     let key = || format!("{}/{}", owner.namespace, owner.name);
-    if superseded(ctx, owner, began) {
+    if superseded(ctx, owner, plan, began) {
         return Err(Error::Superseded(key()));
     }
     let mut writes = Vec::new();
@@ -306,7 +307,7 @@ pub(super) async fn apply_route(
         let router = observe::router_for(&ctx.client, owner, routing);
         if let Some(router) = router.filter(|_| route.weights.canary != weight) {
             let written = router
-                .write_unless(route, weight, || superseded(ctx, owner, began))
+                .write_unless(route, weight, || superseded(ctx, owner, plan, began))
                 .await
                 .map_err(|e| Error::Route(key(), e))?;
             let crate::traffic::Written::Route(written) = written else {
@@ -325,12 +326,16 @@ pub(super) async fn apply_route(
     Ok(writes)
 }
 
-/// Whether the abort lane began a weight write to `owner`'s route after `began`.
-fn superseded(ctx: &Context, owner: &Owner, began: Option<std::time::Instant>) -> bool {
-    began.is_some_and(|since| {
-        let key = kube::runtime::reflector::ObjectRef::new(&owner.name).within(&owner.namespace);
-        ctx.lane.superseded(&key, since)
-    })
+/// Whether `plan` is superseded: the abort lane began taking all weight off `owner`'s
+/// canary after `began` (when the reconcile that planned it began), and the plan does not
+/// take it all off too (it was made without the lane's request in view). A plan that also
+/// sends all to stable saw the request: it goes on, with its status and Events.
+fn superseded(ctx: &Context, owner: &Owner, plan: &Plan, began: Option<std::time::Instant>) -> bool {
+    plan.route_weight != Some(0)
+        && began.is_some_and(|since| {
+            let key = kube::runtime::reflector::ObjectRef::new(&owner.name).within(&owner.namespace);
+            ctx.lane.superseded(&key, since)
+        })
 }
 
 /// Publishes `ev` about `reference`; a failure is logged, not returned (an Event is never

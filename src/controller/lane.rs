@@ -11,9 +11,11 @@
 //! and the request's annotation are left to the reconcile that follows, which finds the
 //! weight written.
 //!
-//! A reconcile under way planned from what it saw before the request: from the moment a
-//! lane write begins, such a reconcile writes no weight (it checks before each attempt, a
-//! retry after a conflict included) and ends at once, to be run again on what is there now.
+//! A reconcile under way may have planned from what it saw before the request: from the
+//! moment a lane write begins, a reconcile that began before it and plans any weight but 0
+//! writes no weight (it checks before each attempt, a retry after a conflict included) and
+//! no status, and ends at once, to be run again on what is there now. One that plans 0 too
+//! saw the request (or agrees with it) and goes on, with its status and Events.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
