@@ -64,7 +64,12 @@ impl Lane {
 
 /// Whether `md` carries a request that may take the weight off its canary.
 pub fn requested(md: &ModelDeployment) -> bool {
-    md.spec.traffic_routing.is_some() && md.metadata.deletion_timestamp.is_none() && !requests(md).is_empty()
+    routed(md) && !requests(md).is_empty()
+}
+
+/// Whether `md` has a route to take weight off and is not being deleted.
+fn routed(md: &ModelDeployment) -> bool {
+    md.spec.traffic_routing.is_some() && md.metadata.deletion_timestamp.is_none()
 }
 
 /// The values of `md`'s `abort` and `rollback-to` annotations.
@@ -101,7 +106,7 @@ impl Arrivals {
                     self.seen.insert(key.clone(), now.clone())
                 };
                 let new = now.iter().any(|r| !before.as_ref().is_some_and(|b| b.contains(r)));
-                (new && requested(md)).then_some(key)
+                (new && routed(md)).then_some(key)
             }
             Event::Delete(md) => {
                 self.seen.remove(&ObjectRef::from(md));
@@ -142,8 +147,7 @@ async fn run(ctx: &Context, key: &ObjectRef<ModelDeployment>, why: Why) {
     let Some(md) = cache::model(&ctx.stores, &ctx.written, key) else {
         return;
     };
-    let routed = md.spec.traffic_routing.is_some() && md.metadata.deletion_timestamp.is_none();
-    if !routed || (why == Why::Request && !requested(&md)) {
+    if !routed(&md) || (why == Why::Request && requests(&md).is_empty()) {
         return;
     }
     let Ok(owner) = model_deployment::owner_of(&md) else {
