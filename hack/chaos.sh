@@ -17,6 +17,7 @@ ROWS=(
   "faults|killed_between_a_canary_weight_write_and_its_status_write_no_step_is_repeated_or_skipped|SIGKILL after the route write|canary step|no step repeated or skipped"
   "faults|killed_in_a_timed_pause_the_pause_is_not_restarted_from_zero|SIGKILL after the status write|timed pause|pause ends on its first clock"
   "faults|killed_in_a_gradual_rollback_hold_the_hold_and_the_record_are_kept|SIGKILL after the status write, in each hold|gradual holds (50%, 20%)|each hold on its clock, same lastRollback"
+  "faults|killed_at_the_status_write_after_an_abort_the_aborts_events_are_out|Aborted Event held, SIGKILL at the next status write|gradual hold after an abort|next status waits for the Event, Event out once"
   "faults|killed_while_a_cold_rollback_target_scales_up_the_rollback_is_not_started_twice|SIGKILL after the status write|cold target scaling up|one rollback, same startedAt"
   "faults|killed_in_the_guard_window_the_window_is_kept_and_a_breach_still_rolls_back|SIGKILL after the promotion's status write|guard window|window start kept, breach rolls back"
   "faults|killed_during_verification_the_window_keeps_its_start_and_passes_once|SIGKILL after the rollback's status write|verification window|window start kept, Passed once"

@@ -218,6 +218,51 @@ async fn killed_in_a_timed_pause_the_pause_is_not_restarted_from_zero() {
     s.assert_history(&md, &[1, 2]).await;
 }
 
+/// Events are queued off the reconcile path; one killed before it reached them would lose
+/// them for good (its successor reads a status that already records the abort). So the
+/// status write after the abort's waits for the abort's Events: held back by the proxy, the
+/// Aborted Event keeps that write (where the operator is killed) from happening.
+#[tokio::test]
+async fn killed_at_the_status_write_after_an_abort_the_aborts_events_are_out() {
+    let s = Scene::new("fault-events").await;
+    s.apis.create_gradual_policy(&[50, 20, 0], "20s").await;
+    let mut spec = canary(json!([{"setWeight": 60}, {"pause": {}}]));
+    spec["rollbackPolicyRef"] = json!({"name": "gradual"});
+    let mut op = s.operator_behind_proxy();
+    s.apis.roll_out("chat", &["v1"], 1, spec).await;
+    s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+    wait_weight(&s.apis, 60).await;
+
+    let mut event = s.proxy.hold(|r| {
+        r.method == http::Method::POST && r.path.contains("/events") && r.body.contains("\"reason\":\"Aborted\"")
+    });
+    let killed = s
+        .proxy
+        .kill_after(op.child.id(), 1, status_write_with("at 50% (step 1 of 3)"));
+    tokio::pin!(killed);
+    s.apis.annotate("chat", "rollguard.dev/abort", "true").await;
+    event.arrived().await;
+    // The abort's reconcile is done (its Events go out after its status write); the next
+    // one, recording the hold at 50%, would write at once. It waits for the Event (up to 5 s).
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), &mut killed).await.is_err(),
+        "the status moved on while the abort's Event was still held back"
+    );
+    event.release();
+    tokio::time::timeout(SECS_60, &mut killed)
+        .await
+        .expect("killed at the status write that records the hold at 50%")
+        .expect("the proxy reports the kill");
+    op.kill();
+    assert_eq!(
+        s.apis.events("chat", "Aborted").await.len(),
+        1,
+        "the abort's Event is out"
+    );
+    let status = s.md().await.status.expect("status");
+    assert!(status.last_rollback.is_some(), "the abort is recorded");
+}
+
 #[tokio::test]
 async fn killed_in_a_gradual_rollback_hold_the_hold_and_the_record_are_kept() {
     const HOLD: u64 = 20;

@@ -25,6 +25,10 @@ fn is_status(err: &kube::Error, code: u16) -> bool {
     matches!(err, kube::Error::Api(s) if s.code == code)
 }
 
+/// How long a status write waits for the object's queued Events (they are slow only when
+/// the API server is: a write would be slow then too).
+const EVENTS_BEFORE_STATUS: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Applies the plan. Order: new revision record, Deployments, Services, pruning, status,
 /// annotations; Events last, after the status write succeeded (queued: they go out after
 /// the reconcile, see [`super::events`]).
@@ -205,7 +209,16 @@ pub async fn apply(
     if superseded(ctx, owner, plan, Some(began)) {
         return Err(Error::Superseded(key));
     }
+    let reference = md.object_ref(&());
     if md.status.as_ref() != Some(&plan.status) {
+        // The Events of the reconcile before go out first: a kill after this write would
+        // otherwise lose them for good (see [`super::events`]).
+        if !ctx.events.published(&reference, EVENTS_BEFORE_STATUS).await {
+            tracing::warn!(
+                model_deployment = %key,
+                "writing the status before the previous reconcile's Events were published"
+            );
+        }
         let patch = serde_json::json!({
             "apiVersion": "rollguard.dev/v1alpha1",
             "kind": "ModelDeployment",
@@ -232,7 +245,6 @@ pub async fn apply(
         }
     }
 
-    let reference = md.object_ref(&());
     let restored = restored.into_iter().map(|name| crate::plan::PlannedEvent {
         warning: true,
         reason: "DeploymentRestored",
