@@ -628,6 +628,20 @@ async fn run_fleet(kind: Kind, client: &Client, prometheus: &str, n: usize) -> R
         .await;
     let timeout = Duration::from_secs(600 + n as u64);
     let healthy_after = fleet.wait_met(n, begun, timeout, "Healthy after create").await;
+    // Each figure as soon as it is measured (stderr): a run cut off still tells what it got.
+    let started = Instant::now();
+    let progress = |what: String| {
+        eprintln!(
+            "fleet {} N = {n} (+{:.0} s): {what}",
+            kind.name(),
+            started.elapsed().as_secs_f64()
+        );
+    };
+    progress(format!(
+        "Healthy after create {:.1} s, RSS {:.1} MB",
+        healthy_after.as_secs_f64(),
+        controller.rss_mb()
+    ));
 
     // A steady window, after a resync period for the fleet to settle.
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -636,6 +650,11 @@ async fn run_fleet(kind: Kind, client: &Client, prometheus: &str, n: usize) -> R
     tokio::time::sleep(window).await;
     let (r1, w1, c1) = controller.counters(kind).await;
     let settled_mb = controller.rss_mb();
+    progress(format!(
+        "steady {:.1} requests/s, {} writes, RSS settled {settled_mb:.1} MB",
+        (r1 - r0) / window.as_secs_f64(),
+        w1 - w0
+    ));
 
     // A fleet-wide rollout.
     let everyone: Vec<String> = (0..n).map(md_name).collect();
@@ -645,6 +664,20 @@ async fn run_fleet(kind: Kind, client: &Client, prometheus: &str, n: usize) -> R
     roll_out(kind, client, &ns.name, everyone.clone(), "v2").await;
     let rollout = fleet.wait_met(n, begun, timeout, "Healthy on v2").await;
     let (_, after, _) = controller.counters(kind).await;
+    progress(format!(
+        "fleet rollout {:.1} s, {:.1} writes per member, RSS peak {:.1} MB",
+        rollout.as_secs_f64(),
+        (after - before) / n as f64,
+        controller.peak_mb()
+    ));
+    let abort_figures = |sorted: &[Duration]| {
+        format!(
+            "{} aborts, p50 / p99 {} / {} ms",
+            sorted.len(),
+            percentile(sorted, 50.0).as_millis(),
+            percentile(sorted, 99.0).as_millis()
+        )
+    };
 
     // Aborts while the rest of the fleet only resyncs: the sample alone rolls out to v3, and
     // each member is aborted as soon as it has canary traffic.
@@ -655,6 +688,7 @@ async fn run_fleet(kind: Kind, client: &Client, prometheus: &str, n: usize) -> R
     };
     let answers = controller.answer_times(kind).await;
     let resync_aborts = abort_sample(kind, client, &ns.name, &splits, &sample, timeout).await;
+    progress(format!("while the rest resyncs: {}", abort_figures(&resync_aborts)));
     rolled.await.expect("the sample's rollout");
 
     // Aborts while the whole fleet rolls out to v4.
@@ -669,6 +703,7 @@ async fn run_fleet(kind: Kind, client: &Client, prometheus: &str, n: usize) -> R
         (Some((s0, c0)), Some((s1, c1))) if c1 > c0 => Some((s1 - s0) / (c1 - c0) * 1e3),
         _ => None,
     };
+    progress(format!("while the fleet rolls out: {}", abort_figures(&busy_aborts)));
     rolled.await.expect("the second fleet-wide rollout");
     let peak_mb = controller.peak_mb();
     let cpu_seconds = controller.cpu_seconds();
@@ -677,6 +712,9 @@ async fn run_fleet(kind: Kind, client: &Client, prometheus: &str, n: usize) -> R
     drop(splits);
     let nsname = ns.name.clone();
     drop(ns);
+    progress(format!(
+        "RSS peak {peak_mb:.1} MB, CPU {cpu_seconds:.0} s; deleting the namespace"
+    ));
     wait_namespace_gone(client, &nsname, n).await;
     let secs = window.as_secs_f64();
     Row {
