@@ -53,6 +53,19 @@ impl Scene {
         Operator::start_as(&self.namespace, &self.proxy.kubeconfig, &["--resync-seconds", "2"])
     }
 
+    /// An operator behind the proxy, and chat's canary (revision 2) paused at 60% with the
+    /// gradual policy (50%, 20%, 0%, each held `hold` seconds).
+    async fn paused_at_60_with_a_gradual_policy(&self, hold: u64) -> Operator {
+        self.apis.create_gradual_policy(&[50, 20, 0], &format!("{hold}s")).await;
+        let mut spec = canary(json!([{"setWeight": 60}, {"pause": {}}]));
+        spec["rollbackPolicyRef"] = json!({"name": "gradual"});
+        let op = self.operator_behind_proxy();
+        self.apis.roll_out("chat", &["v1"], 1, spec).await;
+        self.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
+        wait_weight(&self.apis, 60).await;
+        op
+    }
+
     /// An operator that talks to the API server directly: the one that takes over.
     fn operator(&self) -> Operator {
         Operator::start_with(&self.namespace, &["--resync-seconds", "2"])
@@ -225,13 +238,7 @@ async fn killed_in_a_timed_pause_the_pause_is_not_restarted_from_zero() {
 #[tokio::test]
 async fn killed_at_the_status_write_after_an_abort_the_aborts_events_are_out() {
     let s = Scene::new("fault-events").await;
-    s.apis.create_gradual_policy(&[50, 20, 0], "20s").await;
-    let mut spec = canary(json!([{"setWeight": 60}, {"pause": {}}]));
-    spec["rollbackPolicyRef"] = json!({"name": "gradual"});
-    let mut op = s.operator_behind_proxy();
-    s.apis.roll_out("chat", &["v1"], 1, spec).await;
-    s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
-    wait_weight(&s.apis, 60).await;
+    let mut op = s.paused_at_60_with_a_gradual_policy(20).await;
 
     let mut event = s.proxy.hold(|r| {
         r.method == http::Method::POST && r.path.contains("/events") && r.body.contains("\"reason\":\"Aborted\"")
@@ -267,13 +274,7 @@ async fn killed_at_the_status_write_after_an_abort_the_aborts_events_are_out() {
 async fn killed_in_a_gradual_rollback_hold_the_hold_and_the_record_are_kept() {
     const HOLD: u64 = 20;
     let s = Scene::new("fault-gradual").await;
-    s.apis.create_gradual_policy(&[50, 20, 0], &format!("{HOLD}s")).await;
-    let mut spec = canary(json!([{"setWeight": 60}, {"pause": {}}]));
-    spec["rollbackPolicyRef"] = json!({"name": "gradual"});
-    let mut op = s.operator_behind_proxy();
-    s.apis.roll_out("chat", &["v1"], 1, spec).await;
-    s.apis.patch_spec("chat", json!({"model": {"version": "v2"}})).await;
-    wait_weight(&s.apis, 60).await;
+    let mut op = s.paused_at_60_with_a_gradual_policy(HOLD).await;
     let log = record_weights(&s.apis).await;
 
     // Killed after the status write that records the hold at 50% (step 1 of 3).
