@@ -205,20 +205,22 @@ pub async fn apply(
         }
     }
 
-    // A status planned before the abort lane's write would describe a weight no longer there.
+    let reference = md.object_ref(&());
+    let status_differs = md.status.as_ref() != Some(&plan.status);
+    // The Events of the reconcile before go out first: a kill after this write would
+    // otherwise lose them for good (see [`super::events`]).
+    if status_differs && !ctx.events.published(&reference, EVENTS_BEFORE_STATUS).await {
+        tracing::warn!(
+            model_deployment = %key,
+            "writing the status before the previous reconcile's Events were published"
+        );
+    }
+    // A status planned before the abort lane's write would describe a weight no longer there
+    // (checked after the wait for Events: the lane may have written meanwhile).
     if superseded(ctx, owner, plan, Some(began)) {
         return Err(Error::Superseded(key));
     }
-    let reference = md.object_ref(&());
-    if md.status.as_ref() != Some(&plan.status) {
-        // The Events of the reconcile before go out first: a kill after this write would
-        // otherwise lose them for good (see [`super::events`]).
-        if !ctx.events.published(&reference, EVENTS_BEFORE_STATUS).await {
-            tracing::warn!(
-                model_deployment = %key,
-                "writing the status before the previous reconcile's Events were published"
-            );
-        }
+    if status_differs {
         let patch = serde_json::json!({
             "apiVersion": "rollguard.dev/v1alpha1",
             "kind": "ModelDeployment",
