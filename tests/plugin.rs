@@ -90,7 +90,7 @@ fn has(text: &str, want: &str) {
 
 #[tokio::test]
 async fn every_command_and_exit_code_through_a_canary_a_rollback_and_a_retry() {
-    let (ns, apis, _op) = with_route("plugin", &["--resync-seconds", "2"]).await;
+    let (ns, apis, mut op) = with_route("plugin", &["--resync-seconds", "2"]).await;
     let ns = ns.name.clone();
     let steps = json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}, {"pause": {}}]);
     apis.roll_out("chat", &["v1"], 1, steps_spec(steps)).await;
@@ -202,7 +202,14 @@ async fn every_command_and_exit_code_through_a_canary_a_rollback_and_a_retry() {
     has(&run.stderr, "rollguard.dev/rollback-to=\"soon\" is not valid");
     let md = apis.md.get("chat").await.expect("md");
     assert!(!has_annotation(&md, "rollguard.dev/rollback-to"), "nothing was written");
+    // Right after the request the old Healthy does not count either: with the operator
+    // stopped, the annotation stays and status holds back until the timeout.
+    op.kill();
     expect(&ns, &["rollback", "chat", "--to", "version:v1"], 0).await;
+    let run = expect(&ns, &["status", "chat", "--timeout", "2s"], 2).await;
+    has(&run.stdout, "request rollguard.dev/rollback-to not handled yet");
+    assert!(!run.stdout.lines().any(|l| l.starts_with("Healthy")), "{run:?}");
+    op = Operator::start_with(&ns, &["--resync-seconds", "2"]);
     let run = expect(&ns, &["status", "chat", "--timeout", "60s"], 1).await;
     has(&run.stdout, "Degraded:");
     apis.wait_rolled_back("chat", 1, Some(rollguard::api::RollbackTrigger::Manual))

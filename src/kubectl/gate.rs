@@ -2,8 +2,12 @@
 //!
 //! A status only counts once it describes the spec as it is now: right after `kubectl apply`
 //! of a new version the status still says Healthy for the previous generation, and a gate
-//! that believed it would let a bad version through.
+//! that believed it would let a bad version through. The same holds right after
+//! `kubectl rollguard rollback` (or `abort`, `retry`, `promote`): the request is an
+//! annotation, which moves no generation, and the status is that of before it until the
+//! operator has handled it and removed the annotation.
 
+use crate::api::annotations::{ABORT, PROMOTE, RETRY, ROLLBACK_TO};
 use crate::api::{ModelDeployment, Phase};
 
 /// Exit codes of `kubectl rollguard status` (and, for 0 and 3, of every command).
@@ -60,6 +64,15 @@ pub fn verdict(md: &ModelDeployment) -> (Verdict, String) {
             ),
         );
     }
+    // The operator removes a request's annotation once handled (a bad value too), after
+    // the status write that answers it.
+    let annotations = md.metadata.annotations.as_ref();
+    if let Some(key) = [ROLLBACK_TO, ABORT, RETRY, PROMOTE]
+        .into_iter()
+        .find(|k| annotations.is_some_and(|a| a.contains_key(*k)))
+    {
+        return (Verdict::Waiting, format!("request {key} not handled yet"));
+    }
     match status.phase {
         Some(Phase::Healthy) => (Verdict::Healthy, format!("Healthy: {message}")),
         Some(Phase::Degraded) => (Verdict::Degraded, format!("Degraded: {message}")),
@@ -100,5 +113,30 @@ mod tests {
         let mut none = md(1, None, None);
         none.status = None;
         assert_eq!(verdict(&none).0, Verdict::Waiting);
+    }
+
+    #[test]
+    fn a_request_not_handled_yet_holds_the_verdict_back() {
+        for key in [ROLLBACK_TO, ABORT, RETRY, PROMOTE] {
+            for phase in [Phase::Healthy, Phase::Degraded] {
+                let mut m = md(3, Some(3), Some(phase));
+                m.metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .insert(key.to_string(), "true".into());
+                assert_eq!(
+                    verdict(&m),
+                    (Verdict::Waiting, format!("request {key} not handled yet")),
+                    "{key} on {phase:?}"
+                );
+            }
+        }
+        // Other annotations do not count.
+        let mut m = md(3, Some(3), Some(Phase::Healthy));
+        m.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert("example.com/owner".into(), "team".into());
+        assert_eq!(verdict(&m).0, Verdict::Healthy);
     }
 }
