@@ -209,7 +209,7 @@ async fn every_command_and_exit_code_through_a_canary_a_rollback_and_a_retry() {
     let run = expect(&ns, &["status", "chat", "--timeout", "2s"], 2).await;
     has(&run.stdout, "request rollguard.dev/rollback-to not handled yet");
     assert!(!run.stdout.lines().any(|l| l.starts_with("Healthy")), "{run:?}");
-    op = Operator::start_with(&ns, &["--resync-seconds", "2"]);
+    let _restarted = Operator::start_with(&ns, &["--resync-seconds", "2"]);
     let run = expect(&ns, &["status", "chat", "--timeout", "60s"], 1).await;
     has(&run.stdout, "Degraded:");
     apis.wait_rolled_back("chat", 1, Some(rollguard::api::RollbackTrigger::Manual))
